@@ -1,0 +1,130 @@
+"""pytest plugin that grades fairly: fresh torch state per test, and one readable line per common mishap."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import settings
+
+from kata_harness.source import KataImportError, KataNameMissing, display_path, source_dir
+
+SEED = 0
+TIMEOUT_PREFIX = "Timeout (>"  # what pytest-timeout's failure message starts with
+
+# Each test starts from these; learner code that changes one without restoring it is reported.
+GLOBAL_STATE = {
+    "default dtype": (torch.get_default_dtype, torch.set_default_dtype, torch.float32),
+    "grad mode": (torch.is_grad_enabled, torch.set_grad_enabled, True),
+    "default device": (torch.get_default_device, torch.set_default_device, torch.device("cpu")),
+    "anomaly detection": (torch.is_anomaly_enabled, torch.set_anomaly_enabled, False),
+    "deterministic algorithms": (
+        torch.are_deterministic_algorithms_enabled,
+        torch.use_deterministic_algorithms,
+        False,
+    ),
+}
+
+# Verdicts a failed test can carry besides an ordinary failure; `pytest_report_teststatus` files them
+# under their own heading so a fresh stub reads as "not started", not as a wall of tracebacks.
+NOT_STARTED = "not started"
+BROKEN = "broken"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Bounded, derandomised property tests: the same examples every run, no database written to disk.
+    settings.register_profile(
+        "katas", max_examples=40, deadline=None, derandomize=True, database=None, print_blob=False
+    )
+    settings.load_profile("katas")
+
+
+def reset_global_state() -> None:
+    """Seed every RNG a kata may use and put torch's global switches back to their defaults."""
+    for _, (_, setter, default) in GLOBAL_STATE.items():
+        setter(default)
+    torch.manual_seed(SEED)
+    random.seed(SEED)
+    np.random.seed(SEED)
+
+
+def leaked_state() -> list[str]:
+    """The global switches that differ from their defaults, described for a learner."""
+    return [
+        f"{name} left as {getter()!r} (default {default!r})"
+        for name, (getter, _, default) in GLOBAL_STATE.items()
+        if getter() != default
+    ]
+
+
+@pytest.fixture(autouse=True)
+def fresh_torch_state() -> Iterator[None]:
+    """Every test starts seeded with torch's defaults, and nothing a test changes reaches the next one."""
+    reset_global_state()
+    yield
+    leaks = leaked_state()
+    reset_global_state()
+    if leaks:
+        pytest.fail(
+            "leaked global state: "
+            + "; ".join(leaks)
+            + ". Your code changed a torch-wide setting and did not restore it (the harness has now): "
+            "prefer a context manager such as `torch.no_grad()`, or restore the old value in a `finally`.",
+            pytrace=False,
+        )
+
+
+def _last_frame_in_source(excinfo: pytest.ExceptionInfo[BaseException]) -> tuple[str, int, str] | None:
+    """(file, line, function) of the innermost traceback entry inside the graded folder, if any."""
+    root = source_dir().resolve()
+    found = None
+    for entry in excinfo.traceback:
+        path = Path(entry.path)
+        if path.resolve().is_relative_to(root):
+            found = (display_path(path), entry.lineno + 1, entry.name)
+    return found
+
+
+def classify(excinfo: pytest.ExceptionInfo[BaseException]) -> tuple[str, str] | None:
+    """(verdict, one-line message) for a mishap that deserves one line instead of a traceback."""
+    exc = excinfo.value
+    if isinstance(exc, KataImportError):
+        return BROKEN, f"cannot import the kata: {exc.summary}"
+    if isinstance(exc, KataNameMissing):
+        return BROKEN, exc.summary
+    where = _last_frame_in_source(excinfo)
+    if isinstance(exc, NotImplementedError):
+        if where:
+            path, line, function = where
+            return NOT_STARTED, f"`{function}` still raises NotImplementedError ({path}:{line})"
+        return NOT_STARTED, f"still raises NotImplementedError: {exc}"
+    if isinstance(exc, pytest.fail.Exception) and str(exc).startswith(TIMEOUT_PREFIX):
+        location = f" in `{where[2]}` ({where[0]}:{where[1]})" if where else ""
+        return "failed", (
+            f"timed out{location}: {exc} Likely an endless loop - a `while` whose condition never "
+            "changes, or a loop counter that is never advanced. The test was stopped; the rest still run."
+        )
+    return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.failed and call.excinfo is not None:
+        verdict = classify(call.excinfo)
+        if verdict is not None:
+            report.kata_verdict, report.longrepr = verdict
+    return report
+
+
+def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] | None:
+    verdict = getattr(report, "kata_verdict", None)
+    if report.failed and verdict == NOT_STARTED:
+        return NOT_STARTED, "n", "NOT STARTED"
+    if report.failed and verdict == BROKEN:
+        return BROKEN, "B", "BROKEN"
+    return None

@@ -1,0 +1,135 @@
+"""Turn a reference solution into the learner's stub: same docstrings and signatures, bodies that raise.
+
+Rules, applied to `solutions/kNN_*.py`:
+
+- module docstring, imports and other module-level statements stay as they are;
+- every function and method keeps its decorators, signature and docstring; its body becomes
+  ``raise NotImplementedError``;
+- a class keeps its docstring and its non-function statements; its methods follow the rule above;
+- functions and methods whose name starts with one underscore (not dunders) are solution-only helpers
+  and are left out;
+- a ``def`` or ``class`` whose first line ends with ``# stub: keep`` is scaffolding the learner is given,
+  and stays whole.
+
+Usage: ``python -m kata_harness.stubgen (--check | --out DIR) [KATA ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from pathlib import Path
+
+from kata_harness.source import REPO_ROOT
+
+KEEP_MARKER = "# stub: keep"
+STUB_BODY = "raise NotImplementedError  # TODO: replace this line with your implementation"
+SOLUTIONS = REPO_ROOT / "solutions"
+KATAS = REPO_ROOT / "katas"
+
+FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _first_line(node: ast.stmt) -> int:
+    decorators = getattr(node, "decorator_list", [])
+    return min([node.lineno, *(d.lineno for d in decorators)])
+
+
+def _edits(tree: ast.Module, lines: list[str]) -> list[tuple[int, int, list[str]]]:
+    """(first, last, replacement) line spans, 1-based and inclusive, in source order."""
+    edits: list[tuple[int, int, list[str]]] = []
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if not isinstance(node, FunctionNode | ast.ClassDef):
+                continue
+            if lines[node.lineno - 1].rstrip().endswith(KEEP_MARKER):
+                continue
+            if _is_private(node.name):
+                edits.append((_first_line(node), node.end_lineno or node.lineno, []))
+            elif isinstance(node, ast.ClassDef):
+                visit(node.body)
+            else:
+                edits.append(_stub_body(node, lines))
+
+    visit(tree.body)
+    return edits
+
+
+def _stub_body(node: FunctionNode, lines: list[str]) -> tuple[int, int, list[str]]:
+    first = node.body[0]
+    is_docstring = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+    # Replace everything after the docstring (comments included) up to the end of the function.
+    start = (first.end_lineno or first.lineno) + 1 if is_docstring else _first_line(first)
+    end = node.end_lineno or node.lineno
+    return start, max(end, start - 1), [" " * first.col_offset + STUB_BODY]
+
+
+def make_stub(solution_source: str) -> str:
+    """The stub text for one solution file's text."""
+    lines = solution_source.splitlines()
+    tree = ast.parse(solution_source)
+    for first, last, replacement in reversed(_edits(tree, lines)):
+        lines[first - 1 : last] = replacement
+    text = "\n".join(lines).rstrip("\n") + "\n"
+    while "\n\n\n\n" in text:  # a removed helper leaves its blank lines behind
+        text = text.replace("\n\n\n\n", "\n\n\n")
+    return text
+
+
+def solution_files(names: list[str] | None = None) -> list[Path]:
+    """The solution files for the given kata names or numbers, or all of them."""
+    files = sorted(SOLUTIONS.glob("k[0-9][0-9]_*.py"))
+    if not names:
+        return files
+    wanted = [f for f in files if any(f.stem == n or f.stem[1:3] == n.zfill(2)[-2:] for n in names)]
+    return wanted
+
+
+def write_stubs(out_dir: Path, names: list[str] | None = None) -> list[Path]:
+    """Write the stub for each solution into `out_dir`; returns the paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for solution in solution_files(names):
+        target = out_dir / solution.name
+        target.write_text(make_stub(solution.read_text(encoding="utf-8")), encoding="utf-8")
+        written.append(target)
+    return written
+
+
+def stale_stubs(stub_dir: Path = KATAS) -> list[str]:
+    """Names of stubs in `stub_dir` that are missing or differ from what their solution generates."""
+    stale = []
+    for solution in solution_files():
+        stub = stub_dir / solution.name
+        expected = make_stub(solution.read_text(encoding="utf-8"))
+        if not stub.exists() or stub.read_text(encoding="utf-8") != expected:
+            stale.append(solution.stem)
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("katas", nargs="*", help="kata numbers or names (default: all)")
+    parser.add_argument("--check", action="store_true", help="fail if a committed stub is out of date")
+    parser.add_argument("--out", type=Path, help="folder to write stubs into (katas/ overwrites a learner's work)")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = stale_stubs(args.out or KATAS)
+        for name in stale:
+            print(f"katas/{name}.py differs from its solution's generated stub: run `nox -s stubs`")
+        return 1 if stale else 0
+    if args.out is None:
+        parser.error("say where to write: --out katas (maintainers) or --out SOME_DIR")
+    for path in write_stubs(args.out, args.katas):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Helpers the graders share: close-enough checks that teach, and a recorder of the torch calls code makes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode, resolve_name
+
+
+def assert_close(
+    actual: Any,
+    expected: Any,
+    *,
+    rtol: float,
+    atol: float,
+    what: str,
+    likely_cause: str = "",
+    check_dtype: bool = True,
+) -> None:
+    """torch.testing.assert_close with a message that says what was compared and what usually goes wrong."""
+
+    def message(generated: str) -> str:
+        text = f"{what}: values differ from the reference (rtol={rtol}, atol={atol}).\n{generated}"
+        return f"{text}\nLikely cause: {likely_cause}" if likely_cause else text
+
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, check_dtype=check_dtype, msg=message)
+
+
+class _CallRecorder(TorchFunctionMode):
+    def __init__(self, calls: list[str]) -> None:
+        super().__init__()
+        self.calls = calls
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.calls.append(resolve_name(func) or getattr(func, "__qualname__", repr(func)))
+        return func(*args, **(kwargs or {}))
+
+
+@contextmanager
+def record_torch_calls() -> Iterator[list[str]]:
+    """Record the name of every torch function and Tensor method called inside the block.
+
+    Names look like "torch.sigmoid", "torch.Tensor.add" or "torch.nn.functional.silu" (as
+    `torch.overrides.resolve_name` spells them). Python operators show up as their Tensor dunders,
+    e.g. "torch.Tensor.__mul__".
+    """
+    calls: list[str] = []
+    with _CallRecorder(calls):
+        yield calls
