@@ -22,8 +22,12 @@ CUDA was found, and which GPU.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import torch
 
 CHOICES = ("auto", "require", "skip")
 ENV_VAR = "PYTEST_CUDA"
@@ -90,7 +94,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
-def device(request: pytest.FixtureRequest):  # noqa: ANN201 - torch is imported lazily
+def device(request: pytest.FixtureRequest) -> torch.device:
     """The device a test runs on: cpu, and cuda where a GPU is available."""
     import torch
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,9 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import settings
+from hypothesis import Phase, settings
 
-from kata_harness.source import KataImportError, KataNameMissing, display_path, source_dir
+from kata_harness.source import (
+    USED_NAMES,
+    KataImportError,
+    KataNameMissing,
+    display_path,
+    load_kata,
+    source_dir,
+)
 
 SEED = 0
 TIMEOUT_PREFIX = "Timeout (>"  # what pytest-timeout's failure message starts with
@@ -36,9 +44,16 @@ BROKEN = "broken"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Bounded, derandomised property tests: the same examples every run, no database written to disk.
+    # Bounded, derandomised property tests: the same examples every run, nothing written to disk
+    # (no example database, and no "explain" phase, which writes patch files and is slow).
     settings.register_profile(
-        "katas", max_examples=40, deadline=None, derandomize=True, database=None, print_blob=False
+        "katas",
+        max_examples=40,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        print_blob=False,
+        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
     )
     settings.load_profile("katas")
 
@@ -111,13 +126,35 @@ def classify(excinfo: pytest.ExceptionInfo[BaseException]) -> tuple[str, str] | 
     return None
 
 
+def _definition_of(kata: str, name: str) -> str | None:
+    """ "katas/k01_x.py:12" for a name the test used, so a failed assertion still points at learner code."""
+    try:
+        obj = getattr(load_kata(kata), name)
+        _, line = inspect.getsourcelines(obj)
+        return f"{display_path(Path(inspect.getsourcefile(obj) or ''))}:{line}"
+    except Exception:  # anything odd the learner defined: no pointer is better than a crash
+        return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    USED_NAMES.clear()
+    return (yield)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report = yield
+    report.kata_names = [name for _, name in dict.fromkeys(USED_NAMES)]
     if report.failed and call.excinfo is not None:
         verdict = classify(call.excinfo)
         if verdict is not None:
             report.kata_verdict, report.longrepr = verdict
+        where = _last_frame_in_source(call.excinfo)
+        if where:
+            report.kata_location = f"{where[0]}:{where[1]}"
+        elif USED_NAMES:
+            report.kata_location = _definition_of(*USED_NAMES[0])
     return report
 
 

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("katas", nargs="*", help="kata numbers or names (default: all)")
     parser.add_argument("--check", action="store_true", help="fail if a committed stub is out of date")
-    parser.add_argument("--out", type=Path, help="folder to write stubs into (katas/ overwrites a learner's work)")
+    parser.add_argument("--out", type=Path, help="folder to write into (katas/ overwrites work)")
     args = parser.parse_args(argv)
     if args.check:
         stale = stale_stubs(args.out or KATAS)

@@ -1,4 +1,4 @@
-"""The graders' pytest set-up: every plugin the harness brings, for `nox -s check` and a bare `pytest` alike."""
+"""The graders' pytest set-up: the harness's plugins, for `nox -s check` and a bare `pytest` alike."""
 
 pytest_plugins = [
     "kata_harness.cuda_marker",

@@ -1,0 +1,88 @@
+"""The katas that exist, read from solutions/ without importing them, and the ways a learner may name one."""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from kata_harness.source import REPO_ROOT
+
+SOLUTIONS = REPO_ROOT / "solutions"
+QUESTION_PREFIX = "Interview question:"
+_KATA_FILE = re.compile(r"^k(\d\d)_\w+$")
+
+
+@dataclass(frozen=True)
+class KataInfo:
+    """One kata: module name (e.g. "k04_autograd"), title, interview question, tasks in source order."""
+
+    name: str
+    title: str
+    question: str
+    tasks: tuple[str, ...]
+
+    @property
+    def number(self) -> int:
+        return int(self.name[1:3])
+
+    @property
+    def solution(self) -> Path:
+        return SOLUTIONS / f"{self.name}.py"
+
+    @property
+    def test_file(self) -> Path:
+        return REPO_ROOT / "tests" / f"test_{self.name}.py"
+
+
+class UnknownKata(ValueError):
+    """A kata selector that names no kata; the message lists the valid ones."""
+
+
+def _read(path: Path) -> KataInfo:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    doc = ast.get_docstring(tree) or path.stem
+    lines = doc.splitlines()
+    questions = [
+        line.removeprefix(QUESTION_PREFIX).strip() for line in lines if line.startswith(QUESTION_PREFIX)
+    ]
+    tasks = tuple(
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.ClassDef) and not node.name.startswith("_")
+    )
+    return KataInfo(
+        name=path.stem, title=lines[0].rstrip("."), question=questions[0] if questions else "", tasks=tasks
+    )
+
+
+@cache
+def all_katas() -> tuple[KataInfo, ...]:
+    """Every kata, in number order, as its reference solution describes it."""
+    return tuple(_read(path) for path in sorted(SOLUTIONS.glob("k[0-9][0-9]_*.py")))
+
+
+def kata_of_test_file(path: str | Path) -> str | None:
+    """ "k04_autograd" for tests/test_k04_autograd.py; None for a file that grades no kata."""
+    stem = Path(path).stem.removeprefix("test_")
+    return stem if _KATA_FILE.match(stem) else None
+
+
+def find_kata(selector: str) -> KataInfo:
+    """The kata a learner means by "4", "04", "k04", "k04_autograd", "test_k04_autograd" or a file path."""
+    key = Path(selector.strip()).stem.removeprefix("test_").lower()
+    for kata in all_katas():
+        if key in (kata.name, kata.name[:3]) or (key.isdigit() and int(key) == kata.number):
+            return kata
+    valid = ", ".join(f"{kata.number} ({kata.name})" for kata in all_katas())
+    raise UnknownKata(f"no kata {selector!r}; choose one of: {valid}")
+
+
+def is_kata_selector(arg: str) -> bool:
+    """Whether a command-line word names a kata rather than being a pytest option or test path."""
+    if arg.startswith("-") or "::" in arg:
+        return False
+    key = Path(arg).stem.removeprefix("test_").lower()
+    return key.isdigit() or bool(re.fullmatch(r"k\d\d(_\w+)?", key))
