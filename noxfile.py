@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nox
 
-nox.needs_version = ">=2024.10.9"
+nox.needs_version = ">=2025.2.9"
 nox.options.sessions = ["check"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_external_run = True

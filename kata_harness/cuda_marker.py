@@ -53,28 +53,28 @@ def cuda_policy(config: pytest.Config) -> str:
     return policy
 
 
-def cuda_available() -> bool:
+def find_gpu() -> str | None:
+    """A description of the CUDA GPU(s) torch can use now, or None."""
     import torch  # imported late: registering the plugin should not cost a torch import
 
-    return torch.cuda.is_available()
+    if not torch.cuda.is_available():
+        return None
+    return f"{torch.cuda.device_count()} device(s), GPU 0 is {torch.cuda.get_device_name(0)}"
+
+
+_policy_key = pytest.StashKey[str]()
+_gpu_key = pytest.StashKey["str | None"]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cuda: the test needs a CUDA GPU (see --cuda)")
     config.stash[_policy_key] = cuda_policy(config)
-
-
-_policy_key = pytest.StashKey[str]()
+    config.stash[_gpu_key] = find_gpu()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    policy = config.stash[_policy_key]
-    if not cuda_available():
-        return f"cuda: not available (--cuda={policy})"
-    import torch
-
-    name = torch.cuda.get_device_name(0)
-    return f"cuda: available, {torch.cuda.device_count()} device(s), GPU 0 is {name} (--cuda={policy})"
+    policy, gpu = config.stash[_policy_key], config.stash[_gpu_key]
+    return f"cuda: available, {gpu} (--cuda={policy})" if gpu else f"cuda: not available (--cuda={policy})"
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -83,7 +83,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     policy = item.config.stash[_policy_key]
     if policy == "skip":
         pytest.skip("cuda tests skipped by --cuda=skip")
-    if not cuda_available():
+    if item.config.stash[_gpu_key] is None:
         if policy == "require":
             pytest.fail(
                 "--cuda=require, but torch.cuda.is_available() is False: is the GPU passed through "

@@ -28,7 +28,12 @@ TIMEOUT_PREFIX = "Timeout (>"  # what pytest-timeout's failure message starts wi
 GLOBAL_STATE = {
     "default dtype": (torch.get_default_dtype, torch.set_default_dtype, torch.float32),
     "grad mode": (torch.is_grad_enabled, torch.set_grad_enabled, True),
-    "default device": (torch.get_default_device, torch.set_default_device, torch.device("cpu")),
+    # None removes the device mode; setting "cpu" would push a slow TorchFunctionMode instead.
+    "default device": (
+        torch.get_default_device,
+        lambda _: torch.set_default_device(None),
+        torch.device("cpu"),
+    ),
     "anomaly detection": (torch.is_anomaly_enabled, torch.set_anomaly_enabled, False),
     "deterministic algorithms": (
         torch.are_deterministic_algorithms_enabled,
@@ -60,8 +65,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def reset_global_state() -> None:
     """Seed every RNG a kata may use and put torch's global switches back to their defaults."""
-    for _, (_, setter, default) in GLOBAL_STATE.items():
-        setter(default)
+    for getter, setter, default in GLOBAL_STATE.values():
+        if getter() != default:
+            setter(default)
     torch.manual_seed(SEED)
     random.seed(SEED)
     np.random.seed(SEED)
@@ -151,7 +157,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if verdict is not None:
             report.kata_verdict, report.longrepr = verdict
         where = _last_frame_in_source(call.excinfo)
-        if where:
+        if isinstance(call.excinfo.value, KataImportError | KataNameMissing):
+            report.kata_location = call.excinfo.value.location
+        elif where:
             report.kata_location = f"{where[0]}:{where[1]}"
         elif USED_NAMES:
             report.kata_location = _definition_of(*USED_NAMES[0])

@@ -6,9 +6,11 @@ Options
     Write one record per test (kata, name, outcome, message, duration) as JSON to PATH.
 ``--problem-lines``
     End with one ``FILE:LINE: error: TEST: MESSAGE`` line per failing test, for editors' problem matchers.
+``--progress-file PATH``
+    Where the saved progress lives. Default: ``.katas-progress.json`` at the repo root, used only by
+    runs that grade ``katas/`` (grading ``solutions/`` must not overwrite a learner's progress).
 ``--no-progress``
-    Neither read nor update the saved progress file (``.katas-progress.json``; only runs that grade
-    ``katas/`` touch it).
+    Neither read nor update the saved progress.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("katas", "kata scoreboard")
     group.addoption("--kata-json", metavar="PATH", help="write per-test results as JSON to PATH")
     group.addoption("--problem-lines", action="store_true", help="end with FILE:LINE: error: lines")
-    group.addoption("--no-progress", action="store_true", help="do not read or save .katas-progress.json")
+    group.addoption("--progress-file", metavar="PATH", help="saved progress (default .katas-progress.json)")
+    group.addoption("--no-progress", action="store_true", help="do not read or save the saved progress")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -191,19 +194,23 @@ class Scoreboard:
         path = self.config.getoption("kata_json")
         if path:
             Path(path).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        if self.scores and self._tracks_progress():
+        progress_file = self._progress_file()
+        if self.scores and progress_file:
             progress = {**self.previous, **{k: s.status for k, s in self.scores.items()}}
-            PROGRESS_FILE.write_text(json.dumps(progress, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            progress_file.write_text(json.dumps(progress, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
-    def _tracks_progress(self) -> bool:
+    def _progress_file(self) -> Path | None:
+        if self.config.getoption("no_progress"):
+            return None
+        if self.config.getoption("progress_file"):
+            return Path(self.config.getoption("progress_file"))
         grading_katas = source_dir().resolve() == (REPO_ROOT / DEFAULT_SOURCE).resolve()
-        return grading_katas and not self.config.getoption("no_progress")
+        return PROGRESS_FILE if grading_katas else None
 
     def _load_progress(self) -> dict[str, str]:
-        if not self._tracks_progress():
-            return {}
+        path = self._progress_file()
         try:
-            return dict(json.loads(PROGRESS_FILE.read_text(encoding="utf-8")))
+            return dict(json.loads(path.read_text(encoding="utf-8"))) if path else {}
         except (OSError, ValueError):
             return {}
 

@@ -33,10 +33,11 @@ def display_path(path: Path) -> str:
 class KataImportError(Exception):
     """A kata file that cannot be imported; `summary` is one line naming the file, line and error."""
 
-    def __init__(self, kata: str, summary: str) -> None:
+    def __init__(self, kata: str, summary: str, location: str) -> None:
         super().__init__(summary)
         self.kata = kata
         self.summary = summary
+        self.location = location  # "katas/k01_x.py:12", or the file alone when no line is known
 
 
 class KataNameMissing(AttributeError):
@@ -47,6 +48,7 @@ class KataNameMissing(AttributeError):
             f"{display_path(path)} defines no `{name}` - was it renamed or deleted? "
             f"The grader needs every name the stub ships with."
         )
+        self.location = display_path(path)
         super().__init__(self.summary)
         self.kata = kata
         self.name = name
@@ -58,16 +60,17 @@ def _module_name(path: Path) -> str:
     return f"_kata_{digest}_{path.stem}"
 
 
-def _summarise(exc: BaseException, path: Path) -> str:
+def _import_error(kata: str, exc: BaseException, path: Path) -> KataImportError:
     where = display_path(path)
     if isinstance(exc, SyntaxError) and exc.lineno is not None:
-        return f"{where}:{exc.lineno}: {type(exc).__name__}: {exc.msg}"
+        location = f"{where}:{exc.lineno}"
+        return KataImportError(kata, f"{location}: {type(exc).__name__}: {exc.msg}", location)
     line = None
     for frame, lineno in traceback.walk_tb(exc.__traceback__):
         if Path(frame.f_code.co_filename) == path:
             line = lineno
     location = f"{where}:{line}" if line else where
-    return f"{location}: {type(exc).__name__} while importing: {exc}"
+    return KataImportError(kata, f"{location}: {type(exc).__name__} while importing: {exc}", location)
 
 
 def import_kata_file(path: Path) -> ModuleType:
@@ -109,16 +112,16 @@ class Kata:
     def _import(self, path: Path) -> ModuleType | KataImportError:
         if not path.exists():
             number = self.name[1:3].lstrip("0")
+            where = display_path(path)
             return KataImportError(
-                self.name,
-                f"{display_path(path)} is missing - `nox -s reset -- {number}` brings back the stub",
+                self.name, f"{where} is missing - `nox -s reset -- {number}` brings back the stub", where
             )
         try:
             return import_kata_file(path)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:
-            return KataImportError(self.name, _summarise(exc, path))
+            return _import_error(self.name, exc, path)
 
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("__"):
