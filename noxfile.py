@@ -87,7 +87,8 @@ def verify(session: nox.Session) -> None:
             env={"KATA_SOURCE": stubs}, success_codes=[0, 1],
         )  # fmt: skip
         session.run("python", "-m", "kata_harness.verify", "stubs", results)
-    session.run("python", "-m", "pytest", "-q", "kata_harness/tests", *session.posargs)
+    # The harness's own tests start fresh interpreters that import torch: give them more than 10 s.
+    session.run("python", "-m", "pytest", "-q", "--timeout=300", "kata_harness/tests", *session.posargs)
 
 
 @nox.session(python=False)

@@ -27,6 +27,7 @@ from kata_harness.source import DEFAULT_SOURCE, REPO_ROOT, source_dir
 
 PROGRESS_FILE = REPO_ROOT / ".katas-progress.json"
 DONE, IN_PROGRESS = "done", "in progress"
+NOT_RUN = "not run"  # collected, but the run stopped first (-x, Ctrl-C)
 STATUS_COLOURS = {DONE: "green", IN_PROGRESS: "yellow", NOT_STARTED: "white", BROKEN: "red"}
 
 
@@ -57,11 +58,11 @@ class KataScore:
 
     @property
     def graded(self) -> int:
-        return sum(r.outcome != "skipped" for r in self.results)
+        return sum(r.outcome not in ("skipped", NOT_RUN) for r in self.results)
 
     @property
     def failures(self) -> list[TestResult]:
-        return [r for r in self.results if r.outcome not in ("passed", "skipped")]
+        return [r for r in self.results if r.outcome not in ("passed", "skipped", NOT_RUN)]
 
     @property
     def status(self) -> str:
@@ -103,12 +104,12 @@ class Scoreboard:
         self.results: dict[str, TestResult] = {}
         self.previous = self._load_progress()  # read before this run overwrites it
 
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        for item in items:
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        for item in session.items:  # after -k / -m deselection
             kata = kata_of_test_file(item.path)
             if kata is None:
                 continue
-            result = TestResult(kata=kata, name=item.name, nodeid=item.nodeid, outcome="not run")
+            result = TestResult(kata=kata, name=item.name, nodeid=item.nodeid, outcome=NOT_RUN)
             self.scores.setdefault(kata, KataScore(kata)).results.append(result)
             self.results[item.nodeid] = result
 
@@ -119,7 +120,7 @@ class Scoreboard:
         result.duration += report.duration
         if report.when == "setup" or report.failed:
             result.names = getattr(report, "kata_names", result.names)
-        if result.outcome == "not run" and report.when == "setup":
+        if result.outcome == NOT_RUN and report.when == "setup":
             result.outcome = "passed"
         if report.skipped and result.outcome == "passed":
             result.outcome, result.message = "skipped", _skip_reason(report)
@@ -177,7 +178,14 @@ class Scoreboard:
             tr.write_line(f"newly broken since last run: {', '.join(regressed)}", red=True)
         unfinished = next((s for s in scores if s.status != DONE), None)
         if unfinished is None:
-            tr.write_line("next: every graded kata passes - compare with the reference: nox -s compare -- N")
+            numbers = " / ".join(s.name[1:3].lstrip("0") for s in scores)
+            tr.write_line(
+                f"every graded kata passes - compare with the reference: nox -s compare -- {numbers}"
+            )
+            later = [k for k in katas.values() if k.name not in self.scores and previous.get(k.name) != DONE]
+            if later:
+                number = later[0].name[1:3].lstrip("0")
+                tr.write_line(f"next: kata {number} ({later[0].title}): nox -s check -- {number}", bold=True)
             return
         number = unfinished.name[1:3].lstrip("0")
         first = next(iter(unfinished.failures), None)
