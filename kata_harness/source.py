@@ -106,7 +106,9 @@ class Kata:
             self._loaded[path] = self._import(path)
         loaded = self._loaded[path]
         if isinstance(loaded, KataImportError):
-            raise loaded
+            # A fresh exception each time: re-raising one instance grows its traceback with every test (and
+            # every hypothesis example) until formatting the report takes longer than the test's timeout.
+            raise KataImportError(loaded.kata, loaded.summary, loaded.location)
         return loaded
 
     def _import(self, path: Path) -> ModuleType | KataImportError:
