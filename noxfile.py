@@ -63,6 +63,52 @@ def check(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", *args)
 
 
+def harness(session: nox.Session, module: str, python: str = sys.executable) -> None:
+    """Run `python -m kata_harness.<module>` with the session's arguments; a refusal aborts the session
+    with the module's own one-line reason rather than nox's "Command ... failed" banner."""
+    command = [python, "-m", f"kata_harness.{module}", *session.posargs]
+    result = subprocess.run(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        session.error(result.stderr.strip() or f"{module} exited with code {result.returncode}")
+    if result.stderr:
+        print(result.stderr, end="", file=sys.stderr)
+
+
+@nox.session(python=False)
+def hint(session: nox.Session) -> None:
+    """Next hint for the task you are on in kata 4: `nox -s hint -- 4`; all of them: `-- 4 --all`."""
+    harness(session, "hints")
+
+
+@nox.session(python=False)
+def compare(session: nox.Session) -> None:
+    """Diff kata 4 against the reference, function by function: `nox -s compare -- 4` (asks until green)."""
+    harness(session, "compare")
+
+
+@nox.session(python=False)
+def reset(session: nox.Session) -> None:
+    """Restore kata 4's pristine stub after backing your file up to .katas-backup/: `nox -s reset -- 4`."""
+    harness(session, "reset")
+
+
+@nox.session(python=False)
+def watch(session: nox.Session) -> None:
+    """Re-grade each kata as you save it, until Ctrl-C: `nox -s watch` (`-- --poll` where saves go unseen)."""
+    from kata_harness.catalog import UnknownKata, find_kata, is_kata_selector
+
+    for arg in session.posargs:  # a typo fails here, in one line, before any venv is built
+        if is_kata_selector(arg):
+            try:
+                find_kata(arg)
+            except UnknownKata as error:
+                session.error(str(error))
+    if not CHECK_PYTHON.exists():  # watch runs in the check venv (torch, pytest, watchfiles): build it once
+        noxfile = str(ROOT / "noxfile.py")
+        session.run(sys.executable, "-m", "nox", "-f", noxfile, "-s", "check", "--install-only")
+    session.run(str(CHECK_PYTHON), "-m", "kata_harness.watch", *session.posargs)
+
+
 @nox.session(venv_params=VENV_PARAMS)
 def verify(session: nox.Session) -> None:
     """Prove the graders: ruff, stubs in sync, solutions all green (twice), pristine stubs all red."""

@@ -1,0 +1,306 @@
+"""Print the next hint for the task a learner is on: a nudge, then the API to reach for, then the shape.
+
+Usage: ``python -m kata_harness.hints KATA [--all]`` (``nox -s hint -- 4``). Hints live in
+``hints/kNN_slug.toml``, one table per task (the kata's public names, in source order), each with the
+keys ``nudge``, ``api`` and ``shape``. How many hints each task has shown is kept in ``.katas-hints.json``.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from kata_harness.catalog import KataInfo, all_katas
+from kata_harness.workflow import (
+    HINT_STATE,
+    HINTS,
+    REPO_ROOT,
+    GradingUnavailable,
+    OneLineParser,
+    fail,
+    failures,
+    grade,
+    learner_file,
+    missing_message,
+    number,
+    paint,
+    relative,
+    select,
+    tally,
+)
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: nox itself depends on tomli there
+    import tomli as tomllib  # type: ignore[no-redef]
+
+LEVELS = (("nudge", "a nudge"), ("api", "the API to reach for"), ("shape", "the shape of the solution"))
+PROGRESS_FILE = REPO_ROOT / ".katas-progress.json"
+
+
+class HintsMissing(Exception):
+    """The kata's hints file is absent, unreadable or lacks a task; the message is one line."""
+
+
+def hints_file(kata: KataInfo) -> Path:
+    return HINTS / f"{kata.name}.toml"
+
+
+def load_hints(kata: KataInfo) -> dict[str, dict[str, str]]:
+    """Every task's hints, {task: {"nudge": ..., "api": ..., "shape": ...}}; each task must have all three."""
+    path = hints_file(kata)
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HintsMissing(f"kata {number(kata)} has no hints yet ({relative(path)} is missing)") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise HintsMissing(f"{relative(path)}: {error}") from None
+    for task in kata.tasks:
+        hints = table.get(task)
+        lacking = [key for key, _ in LEVELS if not isinstance(hints, dict) or not hints.get(key)]
+        if lacking:
+            raise HintsMissing(f"{relative(path)} has no {', '.join(lacking)} hint for `{task}`")
+    return {task: {key: str(table[task][key]) for key, _ in LEVELS} for task in kata.tasks}
+
+
+def problems_with_hints(kata: KataInfo) -> list[str]:
+    """What is wrong with a kata's hints file (for `nox -s verify`): missing file, task or level; extras."""
+    try:
+        load_hints(kata)
+    except HintsMissing as error:
+        return [str(error)]
+    table = tomllib.loads(hints_file(kata).read_text(encoding="utf-8"))
+    extra = [name for name in table if name not in kata.tasks]
+    problems = [f"{relative(hints_file(kata))}: `{name}` is not a task of {kata.name}" for name in extra]
+    if list(table)[: len(kata.tasks)] != list(kata.tasks):
+        problems.append(f"{relative(hints_file(kata))}: tasks are not in source order {list(kata.tasks)}")
+    for task, hints in table.items():
+        unknown = sorted(set(hints) - {key for key, _ in LEVELS}) if isinstance(hints, dict) else []
+        if unknown:
+            problems.append(f"{relative(hints_file(kata))}: `{task}` has unknown keys {unknown}")
+    return problems
+
+
+# --- which task the learner is on ---------------------------------------------------------------
+
+
+def task_spans(source: str, tasks: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    """{task: (first line, last line)} for each task defined at the top of the learner's file."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    return {
+        node.name: (node.lineno, node.end_lineno or node.lineno)
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.name in tasks
+    }
+
+
+def current_task(kata: KataInfo, records: list[dict[str, Any]], source: str) -> str | None:
+    """The first task, in source order, that a failing test is about; None when nothing failed or none is.
+
+    A failure whose location is inside a task's code in the learner's file blames that task; otherwise
+    every task the failing test used is suspect.
+    """
+    spans = task_spans(source, kata.tasks)
+    path = relative(learner_file(kata))
+    blamed: set[str] = set()
+    for record in failures(records):
+        file, _, line = record.get("location", "").rpartition(":")
+        inside = [
+            task
+            for task, (first, last) in spans.items()
+            if file == path and line.isdigit() and first <= int(line) <= last
+        ]
+        blamed.update(inside or [name for name in record.get("names", []) if name in kata.tasks])
+    return next((task for task in kata.tasks if task in blamed), None)
+
+
+def _still_a_stub(node: ast.AST) -> bool:
+    """Whether a function, or any method of a class, still raises NotImplementedError."""
+    for child in ast.walk(node):
+        if isinstance(child, ast.Raise) and child.exc is not None:
+            exc = child.exc.func if isinstance(child.exc, ast.Call) else child.exc
+            if isinstance(exc, ast.Name) and exc.id == "NotImplementedError":
+                return True
+    return False
+
+
+def first_stub_task(kata: KataInfo, source: str) -> str:
+    """Without grading: the first task whose code still raises NotImplementedError, else the first task."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return kata.tasks[0]
+    stubs = {
+        node.name for node in tree.body if getattr(node, "name", None) in kata.tasks and _still_a_stub(node)
+    }
+    return next((task for task in kata.tasks if task in stubs), kata.tasks[0])
+
+
+# --- saved state: levels shown, last grading --------------------------------------------------------
+
+
+def load_state() -> dict[str, Any]:
+    try:
+        state = json.loads(HINT_STATE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def save_state(state: dict[str, Any]) -> None:
+    HINT_STATE.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def digest(kata: KataInfo) -> str:
+    """What a grading depends on: the learner's file and the kata's tests."""
+    hasher = hashlib.sha256()
+    for path in (learner_file(kata), kata.test_file):
+        hasher.update(path.read_bytes() if path.exists() else b"")
+        hasher.update(b"\0")
+    return hasher.hexdigest()
+
+
+def locate_task(kata: KataInfo, state: dict[str, Any]) -> tuple[str | None, str, str]:
+    """(task or None when the kata passes, tally, note) - graded now, or remembered if nothing changed."""
+    entry = state.setdefault(kata.name, {})
+    key = digest(kata)
+    cached = entry.get("graded", {})
+    if cached.get("digest") == key:
+        return cached.get("task"), cached.get("tally", ""), cached.get("note", "")
+    source = learner_file(kata).read_text(encoding="utf-8")
+    print(paint(f"grading kata {number(kata)} to find the task you are on...", "dim"), flush=True)
+    try:
+        records = grade(kata)
+    except GradingUnavailable as error:
+        return first_stub_task(kata, source), "", f"could not grade ({error}); guessed the task from the code"
+    task = current_task(kata, records, source)
+    note = ""
+    failing = failures(records)
+    if failing and failing[0]["outcome"] == "broken":
+        note = failing[0]["message"]  # e.g. a syntax error: fix that before any hint can help
+    elif failing and task is None:
+        note = f"the failing tests name no task; the first one says: {failing[0]['message']}"
+    if failing and task is None:
+        task = first_stub_task(kata, source)
+    entry["graded"] = {"digest": key, "task": task, "tally": tally(records), "note": note}
+    return task, tally(records), note
+
+
+# --- printing -----------------------------------------------------------------------------------------
+
+
+def wrap(text: str, indent: str = "    ") -> str:
+    """Re-flow a hint to the terminal: paragraphs and "- " list items keep their own lines."""
+    width = max(40, min(shutil.get_terminal_size().columns, 100))
+    blocks: list[list[str]] = []
+    for line in text.strip().splitlines():
+        stripped = line.strip()
+        if not stripped:
+            blocks.append([])
+        elif not blocks or not blocks[-1] or stripped.startswith(("- ", "* ")):
+            blocks.append([stripped])
+        else:
+            blocks[-1].append(stripped)
+    paragraphs = [" ".join(block) for block in blocks if block]
+    return "\n".join(
+        textwrap.fill(p, width, initial_indent=indent, subsequent_indent=indent + "  " * p.startswith("- "))
+        for p in paragraphs
+    )
+
+
+def heading(kata: KataInfo) -> str:
+    return paint(f"kata {number(kata)} - {kata.title}", "bold")
+
+
+def show_level(task: str, hints: dict[str, str], level: int) -> None:
+    key, label = LEVELS[level - 1]
+    print(paint(f"hint {level}/{len(LEVELS)} for `{task}` - {label}:", "cyan"))
+    print(wrap(hints[key]))
+
+
+def show_all(kata: KataInfo, hints: dict[str, dict[str, str]]) -> None:
+    print(heading(kata) + f": every hint, {len(kata.tasks)} task(s)")
+    for index, task in enumerate(kata.tasks, 1):
+        print()
+        print(paint(f"task {index}/{len(kata.tasks)}: {task}", "bold"))
+        for level, (key, label) in enumerate(LEVELS, 1):
+            print(paint(f"  {level}. {label}:", "cyan"))
+            print(wrap(hints[task][key], indent="     "))
+
+
+def default_kata() -> KataInfo | None:
+    """The first kata the last `nox -s check` did not see done, when a learner names none."""
+    try:
+        progress = json.loads(PROGRESS_FILE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return next((kata for kata in all_katas() if progress.get(kata.name) != "done"), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(prog="hint", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "kata", nargs="?", help='the kata: "4", "k04" or "k04_autograd" (default: next unfinished)'
+    )
+    parser.add_argument("--all", action="store_true", help="every hint of every task of the kata")
+    args = parser.parse_args(argv)
+    if args.kata is not None:
+        kata = select(args.kata)
+    else:
+        found = default_kata()
+        if found is None:
+            return fail("say which kata: `nox -s hint -- 4` (or run `nox -s check` first)", 2)
+        kata = found
+    try:
+        hints = load_hints(kata)
+    except HintsMissing as error:
+        return fail(str(error), 1)
+    if args.all:
+        show_all(kata, hints)
+        return 0
+    if not learner_file(kata).exists():
+        return fail(missing_message(kata), 1)
+
+    state = load_state()
+    task, score, note = locate_task(kata, state)
+    if task is None:
+        save_state(state)
+        print(heading(kata) + f": {score} - no hint needed.")
+        print(f"compare your code with the reference: nox -s compare -- {number(kata)}")
+        return 0
+    shown = state[kata.name].setdefault("shown", {})
+    level = min(int(shown.get(task, 0)) + 1, len(LEVELS))
+    shown[task] = level
+    save_state(state)
+
+    index = kata.tasks.index(task) + 1
+    where = task_spans(learner_file(kata).read_text(encoding="utf-8"), kata.tasks).get(task)
+    place = f" ({relative(learner_file(kata))}:{where[0]})" if where else ""
+    print(heading(kata) + (f" ({score})" if score else ""))
+    if note:
+        print(paint(f"note: {note}", "yellow"))
+    print(f"task {index}/{len(kata.tasks)}: {paint(task, 'bold')}{place}")
+    show_level(task, hints[task], level)
+    if level < len(LEVELS):
+        print(paint(f"stuck still? `nox -s hint -- {number(kata)}` again shows {LEVELS[level][1]}.", "dim"))
+    else:
+        print(
+            paint(
+                f"that was the last hint for `{task}`; every hint: `nox -s hint -- {number(kata)} --all`.",
+                "dim",
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

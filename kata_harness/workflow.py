@@ -1,0 +1,138 @@
+"""What the learner's commands (hint, compare, reset, watch) share: paths, colour, errors, grading."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, NoReturn
+
+from kata_harness.catalog import KataInfo, UnknownKata, find_kata
+from kata_harness.source import REPO_ROOT, SOURCE_ENV
+
+KATAS = REPO_ROOT / "katas"
+HINTS = REPO_ROOT / "hints"
+BACKUPS = REPO_ROOT / ".katas-backup"
+HINT_STATE = REPO_ROOT / ".katas-hints.json"
+CHECK_PYTHON = REPO_ROOT / ".nox" / "check" / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+# What grading imports; an interpreter without all of them (nox's own, say) cannot grade.
+GRADING_MODULES = ("torch", "numpy", "pytest", "pytest_timeout", "hypothesis")
+PASSING = ("passed", "skipped")
+
+_STYLES = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
+
+
+def use_colour() -> bool:
+    """ANSI colour only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def paint(text: str, *styles: str) -> str:
+    """`text` in the given styles ("bold", "red", ...) where colour is on, else unchanged."""
+    if not styles or not use_colour():
+        return text
+    codes = ";".join(_STYLES[style] for style in styles)
+    return f"\033[{codes}m{text}\033[0m"
+
+
+def fail(message: str, code: int = 1) -> int:
+    """Print the one line that explains a refusal, on stderr, and return the exit code to use."""
+    print(message, file=sys.stderr)
+    return code
+
+
+def number(kata: KataInfo) -> str:
+    """The kata's number as a learner types it: "4" for k04_autograd."""
+    return str(kata.number)
+
+
+def relative(path: Path) -> str:
+    """`path` relative to the repo root where it lies inside it (short, and clickable in a terminal)."""
+    try:
+        return path.resolve().relative_to(REPO_ROOT.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def learner_file(kata: KataInfo) -> Path:
+    """The learner's copy of the kata: always katas/, whatever KATA_SOURCE says."""
+    return KATAS / f"{kata.name}.py"
+
+
+def missing_message(kata: KataInfo) -> str:
+    """The line for a kata file the learner deleted: the same words the scoreboard uses."""
+    path = relative(learner_file(kata))
+    return f"{path} is missing - `nox -s reset -- {number(kata)}` brings back the stub"
+
+
+class GradingUnavailable(Exception):
+    """The kata could not be graded here; the message says why in one line."""
+
+
+def grading_python() -> str | None:
+    """An interpreter that can grade: the `check` session's venv, else this one if it has torch and pytest."""
+    if CHECK_PYTHON.exists():
+        return str(CHECK_PYTHON)
+    if all(importlib.util.find_spec(module) for module in GRADING_MODULES):
+        return sys.executable
+    return None
+
+
+def grade(kata: KataInfo, *, stop_at_first_failure: bool = False) -> list[dict[str, Any]]:
+    """Run the kata's tests on katas/ quietly and return the scoreboard's per-test records.
+
+    Progress is not saved (this is a look, not a graded run). Raises GradingUnavailable when no
+    interpreter here can grade, or when the run produced no results.
+    """
+    python = grading_python()
+    if python is None:
+        raise GradingUnavailable("no interpreter with torch and pytest found; run `nox -s check` once")
+    env = {key: value for key, value in os.environ.items() if key != SOURCE_ENV}
+    with tempfile.TemporaryDirectory(prefix="katas-grade-") as tmp:
+        results = Path(tmp) / "results.json"
+        command = [
+            python, "-m", "pytest", "-q", "--tb=no", "-p", "no:cacheprovider",
+            "--kata-json", str(results), "--no-progress", *(["-x"] if stop_at_first_failure else []),
+            str(kata.test_file.relative_to(REPO_ROOT)),
+        ]  # fmt: skip
+        run = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+        if not results.exists():
+            lines = [line for line in (run.stdout + run.stderr).splitlines() if line.strip()]
+            detail = lines[-1] if lines else f"pytest exited with code {run.returncode}"
+            raise GradingUnavailable(f"grading kata {number(kata)} gave no results: {detail}")
+        records: list[dict[str, Any]] = json.loads(results.read_text(encoding="utf-8"))
+    if not records:
+        raise GradingUnavailable(f"{relative(kata.test_file)} collected no tests")
+    return records
+
+
+def failures(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of tests that did not pass (skips are not failures)."""
+    return [record for record in records if record["outcome"] not in PASSING]
+
+
+def tally(records: list[dict[str, Any]]) -> str:
+    """ "12/15 tests pass" for a run's records."""
+    graded = [record for record in records if record["outcome"] != "skipped"]
+    passed = sum(record["outcome"] == "passed" for record in graded)
+    return f"{passed}/{len(graded)} tests pass"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose mistakes cost the learner one line, not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise SystemExit(fail(f"{self.prog}: {message} (see --help)", 2))
+
+
+def select(selector: str) -> KataInfo:
+    """The kata `selector` names; raises SystemExit(2) after printing the one line that lists valid ones."""
+    try:
+        return find_kata(selector)
+    except UnknownKata as error:
+        raise SystemExit(fail(str(error), 2)) from None
