@@ -134,7 +134,7 @@ class Scoreboard:
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if not self.scores:
+        if not self.scores or self.config.option.collectonly:
             return
         katas = {kata.name: kata for kata in all_katas()}
         previous = self.previous
@@ -193,6 +193,8 @@ class Scoreboard:
             return
         tr.write_line(f"next: kata {number} ({title}) - {first.name}", bold=True)
         tr.write_line(f"      {first.message}")
+        if " is missing - " in first.message:  # the message already names the reset command
+            return
         tr.write_line(f"      edit {first.location} - stuck? nox -s hint -- {number}")
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -223,4 +225,5 @@ class Scoreboard:
 
 def _skip_reason(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
-    return longrepr[2] if isinstance(longrepr, tuple) else str(longrepr or "")
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr or "")
+    return reason.removeprefix("Skipped: ")
