@@ -1,0 +1,165 @@
+"""nn.Module: parameters, submodules, buffers and state_dict
+
+Interview question: Explain torch.nn.Module and how to create custom modules.
+
+The idea
+========
+An `nn.Module` is a container with bookkeeping. You subclass it, call `super().__init__()` first, create your
+pieces in `__init__` and write the computation in `forward`; calling `model(x)` runs `forward` (plus hooks).
+
+The bookkeeping happens in `__setattr__`: assigning an `nn.Parameter` to `self.something` registers a
+parameter, assigning an `nn.Module` registers a child, and `self.register_buffer(name, tensor)` registers a
+buffer. Everything the framework does for you walks those registries, recursively through the children:
+
+- `parameters()` / `named_parameters()` - what an optimizer updates (each shared parameter once);
+- `buffers()` - state that is saved and moved but not trained (BatchNorm's running statistics, counters);
+- `state_dict()` / `load_state_dict()` - parameters plus persistent buffers, keyed by attribute path
+  (`"fc1.weight"`, `"members.0.bias"`);
+- `.to(device_or_dtype)`, `.cuda()`, `.half()` - move or cast every parameter and buffer in place;
+- `.train()` / `.eval()` - set the `training` flag on the module and every child (Dropout and BatchNorm read
+  it); `.requires_grad_(False)` - freeze every parameter.
+
+Anything the registries cannot see - a tensor stored as a plain attribute, modules kept in a Python list or
+dict - is invisible to all of the above. That is why containers exist: `nn.ModuleList`, `nn.ModuleDict`,
+`nn.Sequential`, `nn.ParameterList`.
+
+What interviewers probe
+=======================
+- Parameter registration happens on attribute assignment, and only after `super().__init__()` (before it
+  you get "cannot assign module before Module.__init__() call"). A plain tensor attribute is not a parameter.
+- `nn.ModuleList` versus a plain Python list: `self.layers = [nn.Linear(...), ...]` hides the layers from
+  `parameters()` (the optimizer never trains them), from `state_dict()` (they are never saved) and from
+  `.to()` / `.eval()` (they stay on the CPU, in training mode). No error is raised anywhere.
+- Buffers versus parameters: running statistics belong in `register_buffer`, so they are saved and moved
+  with the model but get no gradient and are not handed to the optimizer. Making them `nn.Parameter`s lets
+  weight decay and the optimizer change them; making them plain attributes loses them on save and `.to()`.
+- `state_dict()` is an ordered dict of tensors (parameters and persistent buffers, not the code); save
+  that rather than the pickled model. `load_state_dict` is strict by default about missing/unexpected keys.
+- Freezing (`requires_grad = False`) and `eval()` are different things: one stops gradients, the other
+  switches Dropout/BatchNorm behaviour. BatchNorm in eval mode uses its running statistics, so each row's
+  output no longer depends on the rest of the batch, and a batch of one works.
+
+Your tasks
+==========
+1. `CustomNetwork` - Linear -> BatchNorm1d -> ReLU -> Dropout -> Linear, as named attributes.
+2. `count_parameters(model, trainable_only)` - the number of scalar parameters.
+3. `Ensemble` - averages its members' outputs, with every member registered.
+4. `RunningMean` - a module with buffers that tracks the mean of every row it has seen in training.
+5. `freeze(module)` - stop gradients to every parameter.
+
+Follow-up questions
+===================
+- How would you load a checkpoint saved from a model wrapped in `nn.DataParallel` (keys start `module.`)?
+- When would you register a buffer with `persistent=False`?
+- What happens to an optimizer built before you call `model.to("cuda")`, and before you freeze a layer?
+- How do forward hooks differ from overriding `forward`, and what are they good for?
+
+Grade this kata: `nox -s check -- 6`. Stuck? `nox -s hint -- 6`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class CustomNetwork(nn.Module):
+    """A two-layer classifier head: fc1 -> bn1 -> ReLU -> dropout -> fc2.
+
+    Attributes (registered submodules, with exactly these names):
+        fc1: `nn.Linear(input_size, hidden_size)` (with bias).
+        bn1: `nn.BatchNorm1d(hidden_size)` (default settings: affine, tracking running statistics).
+        dropout: `nn.Dropout(dropout)`.
+        fc2: `nn.Linear(hidden_size, output_size)` (with bias).
+    Other submodules without parameters (say an `nn.ReLU`) are allowed.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, dropout: float = 0.5) -> None:
+        """Create the four layers above; `dropout` is the drop probability of `self.dropout`."""
+        raise NotImplementedError  # TODO: replace this line with your implementation
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Map `x` of shape `(N, input_size)` to `(N, output_size)`.
+
+        Computes `fc2(dropout(relu(bn1(fc1(x)))))`, in that order, through the layers stored on `self`, so
+        that `.train()` / `.eval()` switch the behaviour of `bn1` (batch statistics and updated running
+        statistics in training; running statistics in eval) and of `dropout` (active only in training).
+        """
+        raise NotImplementedError  # TODO: replace this line with your implementation
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Return the number of scalar parameter values in `model` and all its submodules.
+
+    A `Linear(3, 4)` has 3 * 4 + 4 = 16. Buffers (e.g. BatchNorm's running statistics) are not parameters
+    and are not counted. A parameter shared by several submodules (the same `nn.Parameter` object reached
+    under two names) is counted once, as `model.parameters()` yields it once.
+
+    Args:
+        model: any module.
+        trainable_only: if True, count only parameters with `requires_grad=True`.
+
+    Returns:
+        A Python `int`.
+    """
+    raise NotImplementedError  # TODO: replace this line with your implementation
+
+
+class Ensemble(nn.Module):
+    """Averages the outputs of several modules.
+
+    The ensemble holds the given member modules themselves (not copies), registered as submodules, so that
+    every member's parameters and buffers are part of the ensemble: they appear in `parameters()` and
+    `state_dict()`, and `.to(...)`, `.train()` and `.eval()` on the ensemble reach every member.
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        """Store `members`, a non-empty list of modules that map the same input to same-shaped outputs."""
+        raise NotImplementedError  # TODO: replace this line with your implementation
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return the element-wise mean of `member(x)` over the members (shaped like one member's output)."""
+        raise NotImplementedError  # TODO: replace this line with your implementation
+
+
+class RunningMean(nn.Module):
+    """Tracks the mean of every row seen in training, and centres its input with it.
+
+    Buffers (registered with `register_buffer`; they are not parameters):
+        mean: float32 tensor of shape `(features,)`, initially zeros - the mean of all rows seen so far.
+        count: int64 scalar tensor (shape `()`), initially 0 - the number of rows seen so far.
+    Being buffers, both are in `state_dict()`, move with `.to(...)`, and are not in `parameters()`.
+    """
+
+    def __init__(self, features: int) -> None:
+        """Register the two buffers above for inputs with `features` columns."""
+        raise NotImplementedError  # TODO: replace this line with your implementation
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Update the statistics in training mode, then return `x - mean`.
+
+        Args:
+            x: float32 tensor of shape `(batch, features)` with `batch >= 1`, on the buffers' device.
+
+        In training mode (`self.training`), first folds the rows of `x` into the statistics: afterwards
+        `mean` is the mean over every row passed in training so far (all batches together, each row weighted
+        equally, whatever the batch sizes; exact up to float32 rounding) and `count` has grown by `batch`.
+        The update is not recorded by autograd: the buffers never require grad, even when `x` does.
+        In eval mode nothing is changed.
+
+        Returns:
+            `x - mean`, using the mean after any update; shape `(batch, features)`.
+        """
+        raise NotImplementedError  # TODO: replace this line with your implementation
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Stop gradients to every parameter of `module`, its submodules included.
+
+    Sets `requires_grad = False` on every parameter. Does not change parameter values, buffers, or the
+    train/eval mode (freezing is not `eval()`).
+
+    Returns:
+        `module` itself (not a copy), so calls can be chained.
+    """
+    raise NotImplementedError  # TODO: replace this line with your implementation
