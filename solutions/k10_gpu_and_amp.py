@@ -1,0 +1,177 @@
+"""GPU computation and mixed precision: devices, transfers, autocast and GradScaler
+
+Interview question: How does PyTorch handle GPU computation?
+
+The idea
+========
+Every tensor lives on exactly one device (`t.device`: cpu, cuda:0, mps, ...) and an operation runs on the
+device of its inputs; the inputs of one operation must share a device (a 0-dim CPU tensor is the one
+exception). Nothing moves by itself: `t.to(device)` returns a copy on `device` (or `t` itself if it is already
+there), while `module.to(device)` moves the module's parameters and buffers in place.
+
+CUDA work is asynchronous. Python queues kernels on a stream and carries on; it waits only when it needs a
+result on the host (`.item()`, `.cpu()`, `print`) or calls `torch.cuda.synchronize()`. A host-to-device copy
+from ordinary (pageable) memory is staged and blocks; from pinned (page-locked) memory with
+`non_blocking=True` it is queued like a kernel and can overlap with compute - that is what
+`DataLoader(pin_memory=True)` is for. Freed GPU memory goes back to PyTorch's caching allocator, not to the
+driver, so `nvidia-smi` shows more in use than `torch.cuda.memory_allocated()`.
+
+Mixed precision: under `torch.autocast(device_type)` ops that are safe and fast in low precision (matmul,
+convolution) run in a 16-bit dtype, while precision-sensitive ones (reductions, softmax, most losses) stay in
+float32; the parameters themselves stay float32. The default low dtype is float16 on CUDA and bfloat16 on
+CPU. bfloat16 keeps float32's 8 exponent bits (same range, only about 3 significant digits); float16 has 5
+exponent bits, so values below about 6e-8 flush to zero and values above 65504 overflow. Small gradients
+therefore vanish in float16. `GradScaler` multiplies the loss by a large scale S before backward so the
+gradients are S times larger and survive; `scaler.step(optimizer)` divides them by S again and skips the
+update when any is inf or nan; `scaler.update()` halves S after such a skip and grows it after a run of
+clean steps.
+
+What interviewers probe
+=======================
+- Device placement: a model on cuda fed a CPU batch raises "Expected all tensors to be on the same device".
+  `x.to(device)` is not in place (assign the result); `model.to(device)` is, and returns the same module.
+- Non-blocking copies: `non_blocking=True` only overlaps a host-to-device copy when the source is in
+  pinned memory (`t.pin_memory()`, `DataLoader(pin_memory=True)`); from pageable memory it is an ordinary
+  copy. Timing GPU code needs `torch.cuda.synchronize()`, or you measure the kernel launch, not the work.
+- Autocast dtypes per device: float16 on cuda, bfloat16 on cpu - which is what `torch.autocast(device_type)`
+  picks when you pass no dtype. Autocast wraps the forward pass and the loss only, not backward, and a loss
+  is best computed on outputs cast back to float32.
+- Why `GradScaler` exists: float16 gradients underflow to zero (and large ones overflow to inf). Scaling the
+  loss keeps them representable; when they overflow anyway, `scaler.step` skips the update, which calling
+  `optimizer.step()` yourself would not. With bfloat16 scaling is usually unnecessary.
+- The old spelling `torch.cuda.amp.autocast()` / `torch.cuda.amp.GradScaler()` is deprecated (it warns) and
+  CUDA-only. Use `torch.autocast("cuda")` (also spelled `torch.amp.autocast("cuda")`) and
+  `torch.amp.GradScaler("cuda")`; the same API covers "cpu".
+- `torch.cuda.empty_cache()` only returns cached, unused blocks to the driver; it never frees memory that live
+  tensors (or references kept in a list of losses) still hold.
+
+Your tasks
+==========
+1. `best_device()` - cuda if available, else mps if available, else cpu.
+2. `move_to(obj, device)` - a copy of a nested structure of tensors, every tensor moved to `device`.
+3. `amp_train_step(model, optimizer, scaler, x, y, device_type)` - one autocast + GradScaler training step.
+4. `gpu_summary()` - name, total memory and compute capability of GPU 0, or None without CUDA.
+
+Follow-up questions
+===================
+- Why is bfloat16 training usually done without a GradScaler, and when would you still pick float16?
+- How do you clip gradients correctly when the loss is scaled by a GradScaler?
+- What is the difference between `torch.cuda.memory_allocated()` and `torch.cuda.memory_reserved()`?
+- Your training loop is slow although the GPU is mostly idle. What would you look at first?
+
+Grade this kata: `nox -s check -- 10`. Stuck? `nox -s hint -- 10`.
+"""
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def best_device() -> torch.device:
+    """Return the best device available to this process, as a `torch.device`.
+
+    Preference order: `torch.device("cuda")` when `torch.cuda.is_available()`, else `torch.device("mps")` when
+    `torch.backends.mps.is_available()` (Apple GPUs), else `torch.device("cpu")`. Ask those two functions, at
+    call time, in that order.
+    """
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def move_to(obj: Any, device: torch.device | str) -> Any:
+    """Return `obj` with every tensor inside it moved to `device`.
+
+    Args:
+        obj: a tensor, or any nesting of dicts, lists, tuples and named tuples whose leaves may be tensors or
+            anything else (numbers, strings, None, arbitrary objects).
+        device: where the tensors go, e.g. `torch.device("cuda")`, `"cuda:0"` or `"meta"`.
+
+    Returns:
+        - a tensor: the tensor on `device` (as `tensor.to(device)` gives it);
+        - a dict, list or tuple: a NEW container of the same kind (`dict`, `list`, `tuple`) holding the
+          converted items, keys and order unchanged;
+        - a named tuple: a new instance of the same named-tuple class, fields converted;
+        - anything else (including strings): `obj` itself, unchanged.
+
+    The input is never modified: its containers keep the very objects they held before the call.
+    """
+    if isinstance(obj, Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {key: move_to(value, device) for key, value in obj.items()}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a named tuple
+        return type(obj)(*(move_to(item, device) for item in obj))
+    if isinstance(obj, tuple):
+        return tuple(move_to(item, device) for item in obj)
+    if isinstance(obj, list):
+        return [move_to(item, device) for item in obj]
+    return obj
+
+
+def amp_train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    x: Tensor,
+    y: Tensor,
+    device_type: str,
+) -> float:
+    """One mixed-precision training step of `model` on the batch `(x, y)` with a mean-squared-error loss.
+
+    Args:
+        model: a module whose parameters (float32) are on the same device as `x` and `y`.
+        optimizer: an optimizer over the model's parameters.
+        scaler: a `torch.amp.GradScaler` for `device_type`, enabled or not.
+        x: the input batch; y: the float32 target, shaped like the model's output.
+        device_type: `"cuda"` or `"cpu"`, the device the step runs on.
+
+    The step, in order:
+        1. Gradients left over from earlier steps play no part (clear them first).
+        2. The forward pass `model(x)` runs under `torch.autocast(device_type)` with dtype float16 on
+           "cuda" and bfloat16 on "cpu".
+        3. The loss is the mean squared error between the output cast to float32 and `y`, computed in
+           float32.
+        4. Backward through `scaler.scale(loss)`, then `scaler.step(optimizer)` and `scaler.update()`.
+
+    Returns:
+        The (unscaled) loss as a Python float.
+
+    With an enabled scaler, when the scaled gradients overflow (inf or nan), the parameters do not change on
+    this step and the scaler lowers its scale. Use the device-generic `torch.amp`/`torch.autocast` API, not
+    the deprecated `torch.cuda.amp` one.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    dtype = torch.float16 if device_type == "cuda" else torch.bfloat16
+    with torch.autocast(device_type=device_type, dtype=dtype):
+        output = model(x)
+    loss = F.mse_loss(output.float(), y.float())
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.item()
+
+
+def gpu_summary() -> dict[str, Any] | None:
+    """Describe CUDA device 0, or return None when `torch.cuda.is_available()` is False.
+
+    Returns:
+        None without CUDA; otherwise a dict with (at least) these keys, read from
+        `torch.cuda.get_device_properties(0)` (or the `torch.cuda.get_device_*` helpers built on it):
+
+        - `"name"`: the device name, a str (e.g. "NVIDIA H100 80GB HBM3");
+        - `"total_memory_gb"`: total memory in decimal gigabytes, `total_memory / 1e9`, as a float;
+        - `"capability"`: the compute capability `(major, minor)`, a tuple of two ints (e.g. `(9, 0)`).
+    """
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "name": str(props.name),
+        "total_memory_gb": props.total_memory / 1e9,
+        "capability": (int(props.major), int(props.minor)),
+    }
