@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 
 from kata_harness.catalog import KataInfo
+from kata_harness.source import display_path
 from kata_harness.workflow import (
     GradingUnavailable,
     OneLineParser,
@@ -24,7 +25,6 @@ from kata_harness.workflow import (
     missing_message,
     number,
     paint,
-    relative,
     select,
 )
 
@@ -85,7 +85,7 @@ def colour_line(line: str) -> str:
 
 def function_diffs(kata: KataInfo, mine_text: str, reference_text: str) -> tuple[list[list[str]], list[str]]:
     """(one unified diff per function that differs, names found only in the learner's file)."""
-    mine_path, reference_path = relative(learner_file(kata)), relative(kata.solution)
+    mine_path, reference_path = display_path(learner_file(kata)), display_path(kata.solution)
     mine, reference = functions(mine_text), functions(reference_text)
     diffs = []
     for name, theirs in reference.items():
@@ -107,8 +107,8 @@ def whole_file_diff(kata: KataInfo, mine_text: str, reference_text: str) -> list
         difflib.unified_diff(
             mine_text.splitlines(keepends=True),
             reference_text.splitlines(keepends=True),
-            f"{relative(learner_file(kata))} (yours)",
-            f"{relative(kata.solution)} (reference)",
+            f"{display_path(learner_file(kata))} (yours)",
+            f"{display_path(kata.solution)} (reference)",
         )
     )
 
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         diffs, only_mine = function_diffs(kata, mine_text, reference_text)
     except SyntaxError as error:
-        print(f"{relative(path)}:{error.lineno}: {error.msg} - comparing whole files instead")
+        print(f"{display_path(path)}:{error.lineno}: {error.msg} - comparing whole files instead")
         diffs, only_mine = [whole_file_diff(kata, mine_text, reference_text)], []
     for diff in diffs:
         print()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kata_harness.catalog import KataInfo, all_katas
+from kata_harness.source import display_path
 from kata_harness.workflow import (
     HINT_STATE,
     HINTS,
@@ -30,7 +31,6 @@ from kata_harness.workflow import (
     missing_message,
     number,
     paint,
-    relative,
     select,
     tally,
 )
@@ -58,14 +58,16 @@ def load_hints(kata: KataInfo) -> dict[str, dict[str, str]]:
     try:
         table = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise HintsMissing(f"kata {number(kata)} has no hints yet ({relative(path)} is missing)") from None
+        raise HintsMissing(
+            f"kata {number(kata)} has no hints yet ({display_path(path)} is missing)"
+        ) from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise HintsMissing(f"{relative(path)}: {error}") from None
+        raise HintsMissing(f"{display_path(path)}: {error}") from None
     for task in kata.tasks:
         hints = table.get(task)
         lacking = [key for key, _ in LEVELS if not isinstance(hints, dict) or not hints.get(key)]
         if lacking:
-            raise HintsMissing(f"{relative(path)} has no {', '.join(lacking)} hint for `{task}`")
+            raise HintsMissing(f"{display_path(path)} has no {', '.join(lacking)} hint for `{task}`")
     return {task: {key: str(table[task][key]) for key, _ in LEVELS} for task in kata.tasks}
 
 
@@ -77,13 +79,13 @@ def problems_with_hints(kata: KataInfo) -> list[str]:
         return [str(error)]
     table = tomllib.loads(hints_file(kata).read_text(encoding="utf-8"))
     extra = [name for name in table if name not in kata.tasks]
-    problems = [f"{relative(hints_file(kata))}: `{name}` is not a task of {kata.name}" for name in extra]
+    problems = [f"{display_path(hints_file(kata))}: `{name}` is not a task of {kata.name}" for name in extra]
     if list(table)[: len(kata.tasks)] != list(kata.tasks):
-        problems.append(f"{relative(hints_file(kata))}: tasks are not in source order {list(kata.tasks)}")
+        problems.append(f"{display_path(hints_file(kata))}: tasks are not in source order {list(kata.tasks)}")
     for task, hints in table.items():
         unknown = sorted(set(hints) - {key for key, _ in LEVELS}) if isinstance(hints, dict) else []
         if unknown:
-            problems.append(f"{relative(hints_file(kata))}: `{task}` has unknown keys {unknown}")
+            problems.append(f"{display_path(hints_file(kata))}: `{task}` has unknown keys {unknown}")
     return problems
 
 
@@ -110,7 +112,7 @@ def current_task(kata: KataInfo, records: list[dict[str, Any]], source: str) -> 
     every task the failing test used is suspect.
     """
     spans = task_spans(source, kata.tasks)
-    path = relative(learner_file(kata))
+    path = display_path(learner_file(kata))
     blamed: set[str] = set()
     for record in failures(records):
         file, _, line = record.get("location", "").rpartition(":")
@@ -284,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
 
     index = kata.tasks.index(task) + 1
     where = task_spans(learner_file(kata).read_text(encoding="utf-8"), kata.tasks).get(task)
-    place = f" ({relative(learner_file(kata))}:{where[0]})" if where else ""
+    place = f" ({display_path(learner_file(kata))}:{where[0]})" if where else ""
     print(heading(kata) + (f" ({score})" if score else ""))
     if note:
         print(paint(f"note: {note}", "yellow"))

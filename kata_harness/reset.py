@@ -14,8 +14,9 @@ from datetime import datetime
 from pathlib import Path
 
 from kata_harness.catalog import KataInfo
+from kata_harness.source import display_path
 from kata_harness.stubgen import make_stub
-from kata_harness.workflow import BACKUPS, OneLineParser, fail, learner_file, paint, relative, select
+from kata_harness.workflow import BACKUPS, OneLineParser, fail, learner_file, paint, select
 
 REFUSAL = "say which kata to reset, e.g. `nox -s reset -- 4`; reset never resets every kata at once"
 
@@ -38,15 +39,15 @@ def reset(kata: KataInfo) -> str:
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(stub, encoding="utf-8")
-        return f"{relative(target)} was missing: wrote the pristine stub (nothing to back up)"
+        return f"{display_path(target)} was missing: wrote the pristine stub (nothing to back up)"
     if target.read_text(encoding="utf-8", errors="replace") == stub:
-        return f"{relative(target)} is already the pristine stub: nothing to do"
+        return f"{display_path(target)} is already the pristine stub: nothing to do"
     backup = backup_path(kata)
     backup.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(target, backup)  # first the copy; only a finished copy lets the stub overwrite anything
     target.write_text(stub, encoding="utf-8")
-    where = relative(target)
-    return f"backed up {where} to {relative(backup)}\n{where} is the pristine stub again"
+    where = display_path(target)
+    return f"backed up {where} to {display_path(backup)}\n{where} is the pristine stub again"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from kata_harness.catalog import KataInfo, all_katas
-from kata_harness.source import REPO_ROOT, source_dir
-from kata_harness.workflow import OneLineParser, paint, relative, select
+from kata_harness.source import REPO_ROOT, display_path, source_dir
+from kata_harness.workflow import OneLineParser, paint, select
 
 DEBOUNCE_MS = 1600  # the longest a burst of saves is gathered before grading
 STEP_MS = 150  # a burst ends after this long without a change (editors write a file in several steps)
@@ -105,7 +105,8 @@ def polling_reason(folder: Path) -> str | None:
         return "WSL does not pass on file events from Windows drives (/mnt/...)"
     fs = filesystem_type(folder) if uname.system == "Linux" else None
     if fs in REMOTE_FILESYSTEMS:
-        return f"{relative(folder)} is on a {fs} mount, where edits made outside this machine raise no events"
+        where = display_path(folder)
+        return f"{where} is on a {fs} mount, where edits made outside this machine raise no events"
     return None
 
 
@@ -135,7 +136,7 @@ def file_changes(folder: Path, force_polling: bool | None) -> Iterator[set[tuple
 
 def banner(folder: Path, polling: bool, reason: str | None) -> str:
     how = f" (polling: {reason})" if reason else " (polling)" if polling else ""
-    return f"watching {relative(folder)}/ for saves{how} - Ctrl-C to stop"
+    return f"watching {display_path(folder)}/ for saves{how} - Ctrl-C to stop"
 
 
 def watch(
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     first = list(dict.fromkeys(select(selector) for selector in args.katas))
     folder = source_dir()
     if not folder.is_dir():
-        print(f"{relative(folder)}/ does not exist: nothing to watch", file=sys.stderr)
+        print(f"{display_path(folder)}/ does not exist: nothing to watch", file=sys.stderr)
         return 1
     reason = None if args.poll else polling_reason(folder)
     force_polling = True if args.poll or reason else None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from kata_harness.catalog import KataInfo, UnknownKata, find_kata
-from kata_harness.source import REPO_ROOT, SOURCE_ENV
+from kata_harness.source import REPO_ROOT, SOURCE_ENV, display_path
 
 KATAS = REPO_ROOT / "katas"
 HINTS = REPO_ROOT / "hints"
@@ -51,14 +51,6 @@ def number(kata: KataInfo) -> str:
     return str(kata.number)
 
 
-def relative(path: Path) -> str:
-    """`path` relative to the repo root where it lies inside it (short, and clickable in a terminal)."""
-    try:
-        return path.resolve().relative_to(REPO_ROOT.resolve()).as_posix()
-    except ValueError:
-        return str(path)
-
-
 def learner_file(kata: KataInfo) -> Path:
     """The learner's copy of the kata: always katas/, whatever KATA_SOURCE says."""
     return KATAS / f"{kata.name}.py"
@@ -66,7 +58,7 @@ def learner_file(kata: KataInfo) -> Path:
 
 def missing_message(kata: KataInfo) -> str:
     """The line for a kata file the learner deleted: the same words the scoreboard uses."""
-    path = relative(learner_file(kata))
+    path = display_path(learner_file(kata))
     return f"{path} is missing - `nox -s reset -- {number(kata)}` brings back the stub"
 
 
@@ -107,7 +99,7 @@ def grade(kata: KataInfo, *, stop_at_first_failure: bool = False) -> list[dict[s
             raise GradingUnavailable(f"grading kata {number(kata)} gave no results: {detail}")
         records: list[dict[str, Any]] = json.loads(results.read_text(encoding="utf-8"))
     if not records:
-        raise GradingUnavailable(f"{relative(kata.test_file)} collected no tests")
+        raise GradingUnavailable(f"{display_path(kata.test_file)} collected no tests")
     return records
 
 
