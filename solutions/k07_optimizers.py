@@ -1,0 +1,196 @@
+"""Optimizers: momentum, Adam vs AdamW and LR schedules
+
+Interview question: What are the different optimizers available in PyTorch?
+
+The idea
+========
+An optimizer owns references to parameters and, on `step()`, turns each parameter's `.grad` into an
+update. It never computes gradients itself: `loss.backward()` does, and it ADDS into `.grad`. That is why
+a training step is always zero_grad -> forward -> loss -> backward -> step: forget the first and every
+step uses the sum of all gradients so far.
+
+The optimizers differ in how they turn a gradient into a step:
+- SGD: `p -= lr * g`. With momentum it keeps a per-parameter "velocity" buffer, `buf = momentum * buf + g`,
+  and steps along `buf`, which smooths noise and speeds travel along consistent directions.
+- RMSprop / Adagrad: divide each coordinate by a running size of its past gradients (an average of
+  squares for RMSprop, a growing sum for Adagrad), so every parameter gets its own effective step size.
+- Adam: momentum (a first moment) plus RMSprop-style scaling (a second moment), both bias-corrected.
+- AdamW: Adam whose weight decay is decoupled: it shrinks `p` directly (`p -= lr * wd * p`) instead of
+  adding `wd * p` to the gradient, where Adam's adaptive scaling would water it down.
+
+Per-optimizer state (momentum buffers, moments) lives in `optimizer.state[p]`; hyperparameters live in
+`optimizer.param_groups`, a list of dicts, so different parts of a model can have different settings.
+A learning-rate scheduler rewrites `group["lr"]` each time its own `step()` is called, so how often you
+call it defines what "one step of the schedule" means.
+
+What interviewers probe
+=======================
+- zero_grad and gradient accumulation: `.grad` is summed into by every `backward()`. Skipping
+  `optimizer.zero_grad()` silently trains on stale gradients; skipping it on purpose for k micro-batches
+  (and dividing the loss by k) is gradient accumulation, the trick for a large effective batch.
+- Where `scheduler.step()` goes: after `optimizer.step()`, and at the granularity the schedule was written
+  for. Epoch-based schedules (StepLR, CosineAnnealingLR with T_max in epochs) are stepped once per epoch;
+  calling them per batch decays the learning rate len(batches) times too fast. Per-batch schedules
+  (OneCycleLR, warm-up) are stepped per batch.
+- SGD momentum vs Adam vs AdamW: momentum averages gradients, Adam also rescales per coordinate, and
+  AdamW's decoupled weight decay is true L2 shrinkage of the weights, whereas Adam(weight_decay=...) adds
+  an L2 term to the gradient that the adaptive denominator then rescales. In torch, SGD's weight decay is
+  added to the gradient BEFORE momentum.
+
+Your tasks
+==========
+1. `make_optimizer(name, params, lr)` - build one of five optimizers by name.
+2. `train_step(model, optimizer, x, y)` - one MSE training step; return the loss as a float.
+3. `train(model, optimizer, scheduler, batches, epochs)` - the epoch loop; return mean loss per epoch.
+4. `MomentumSGD` - write SGD with momentum and weight decay as a `torch.optim.Optimizer` subclass.
+
+Follow-up questions
+===================
+- How would you accumulate gradients over 4 micro-batches so that the update equals one big batch?
+- Why might Adam generalise worse than well-tuned SGD with momentum, and what does AdamW change?
+- How do you give the biases and LayerNorm weights no weight decay while the rest of the model has it?
+- What must be saved besides the model's `state_dict` to resume training exactly where it stopped?
+
+Grade this kata: `nox -s check -- 7`. Stuck? `nox -s hint -- 7`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+OPTIMIZER_NAMES = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+
+
+def make_optimizer(name: str, params: Iterable[Tensor] | Iterable[dict], lr: float) -> torch.optim.Optimizer:
+    """Build the optimizer called `name` over `params`, with learning rate `lr`.
+
+    `name` is matched case-insensitively ("SGD", "AdamW" and "adamw" are all fine):
+    - "sgd"     -> `torch.optim.SGD` with `momentum=0.9`
+    - "adam"    -> `torch.optim.Adam`
+    - "adamw"   -> `torch.optim.AdamW` with `weight_decay=0.01`
+    - "rmsprop" -> `torch.optim.RMSprop`
+    - "adagrad" -> `torch.optim.Adagrad`
+    Each gets `lr=lr`; every other setting keeps torch's default. The object returned is exactly that class,
+    not a subclass or a look-alike (careful: in torch, `AdamW` is a subclass of `Adam`). `params` is whatever
+    the optimizer constructors accept (an iterable of tensors such as `model.parameters()`, or of
+    param-group dicts) and is handed over as is.
+
+    Raises `ValueError` for any other name; its message lists the five allowed names.
+    """
+    key = name.lower()
+    if key == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    if key == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if key == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    if key == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    if key == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}; expected one of: {', '.join(OPTIMIZER_NAMES)}")
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor) -> float:
+    """One optimisation step of `model` on the batch `(x, y)` with the mean squared error.
+
+    The loss is the mean over ALL elements of `(model(x) - y) ** 2` (what `nn.MSELoss()` computes).
+    The step computes the gradients of that loss and calls `optimizer.step()` once. Gradients left on
+    the parameters by earlier calls play no part in this step's update.
+
+    Returns this step's loss, measured BEFORE the update, as a Python `float` (not a tensor).
+    """
+    optimizer.zero_grad()
+    loss = ((model(x) - y) ** 2).mean()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def train(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    batches: list[tuple[Tensor, Tensor]],
+    epochs: int,
+) -> list[float]:
+    """Train for `epochs` epochs over `batches`, a list of `(x, y)` pairs, and return the loss history.
+
+    Every epoch runs `train_step(model, optimizer, x, y)` on each batch, in list order, and only then
+    calls `scheduler.step()` exactly once (the schedule here counts epochs, not batches).
+
+    Returns a list of `epochs` Python floats: for each epoch, the plain mean of the losses that its
+    `train_step` calls returned (every batch counts once, whatever its size). `epochs=0` returns `[]`.
+    """
+    history = []
+    for _ in range(epochs):
+        losses = [train_step(model, optimizer, x, y) for x, y in batches]
+        scheduler.step()
+        history.append(sum(losses) / len(losses))
+    return history
+
+
+class MomentumSGD(torch.optim.Optimizer):
+    """Stochastic gradient descent with momentum and (coupled) weight decay, written by hand.
+
+    Its updates match `torch.optim.SGD(params, lr, momentum, weight_decay=...)` with dampening 0 and no
+    Nesterov, up to float rounding. For each parameter `p` of each param group, with that GROUP's own
+    `lr`, `momentum` and `weight_decay`:
+
+        g   = p.grad + weight_decay * p
+        buf = g                        on the first step that updates p
+        buf = momentum * buf + g       on every later one
+        p  -= lr * buf
+
+    `buf` is kept per parameter in `self.state[p]`. Parameters whose `.grad` is None are skipped entirely:
+    neither they nor their buffers change.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict],
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ) -> None:
+        """Store the parameters and the defaults `lr`, `momentum` and `weight_decay`.
+
+        Hand them to `torch.optim.Optimizer.__init__(params, defaults)`, which builds
+        `self.param_groups` and fills each group's missing settings from `defaults`; a param group dict
+        may override any of them.
+        """
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """Update every parameter that has a gradient once, as described in the class docstring.
+
+        If `closure` is given, call it first, with gradient tracking enabled (it typically zeroes the
+        gradients, recomputes the loss, calls `backward()` and returns the loss), then update using the
+        gradients it produced. Returns what the closure returned, or None when there is no closure.
+        The updates themselves must not be recorded by autograd.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        with torch.no_grad():
+            for group in self.param_groups:
+                lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    g = p.grad
+                    if weight_decay != 0:
+                        g = g + weight_decay * p
+                    state = self.state[p]
+                    if momentum != 0:
+                        if "momentum_buffer" not in state:
+                            state["momentum_buffer"] = g.clone()
+                        else:
+                            state["momentum_buffer"].mul_(momentum).add_(g)
+                        g = state["momentum_buffer"]
+                    p.sub_(lr * g)
+        return loss
