@@ -1,4 +1,4 @@
-"""Autograd: graphs, gradients and custom backward passes
+"""Autograd and custom backward passes
 
 Interview question: What is Autograd in PyTorch?
 

@@ -1,4 +1,4 @@
-"""Train vs eval mode: what model.train() and model.eval() switch, and what they leave alone
+"""train() vs eval()
 
 Interview question: What is the difference between model.train() and model.eval()?
 

@@ -1,4 +1,4 @@
-"""GPU computation and mixed precision: devices, transfers, autocast and GradScaler
+"""GPUs and mixed precision (AMP)
 
 Interview question: How does PyTorch handle GPU computation?
 

@@ -1,4 +1,4 @@
-"""nn.Module: parameters, submodules, buffers and state_dict
+"""Custom nn.Modules, buffers, state_dict
 
 Interview question: Explain torch.nn.Module and how to create custom modules.
 

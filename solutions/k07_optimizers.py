@@ -1,4 +1,4 @@
-"""Optimizers: momentum, Adam vs AdamW and LR schedules
+"""Optimizers, momentum and LR schedules
 
 Interview question: What are the different optimizers available in PyTorch?
 

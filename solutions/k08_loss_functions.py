@@ -1,4 +1,4 @@
-"""Loss functions: logits, stable cross-entropy and focal loss
+"""Stable losses and focal loss
 
 Interview question: Explain loss functions in PyTorch.
 

@@ -92,3 +92,11 @@ def test_pytest_arguments_are_not_kata_selectors(arg: str) -> None:
 def test_kata_of_test_file() -> None:
     assert kata_of_test_file("tests/test_k04_autograd.py") == "k04_autograd"
     assert kata_of_test_file("kata_harness/tests/test_grading.py") is None
+
+
+def test_readme_lists_every_kata() -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    for kata in all_katas():
+        tasks = ", ".join(f"`{task}`" for task in kata.tasks)
+        row = f"| {kata.number} | {kata.title} | {kata.question} | {tasks} |"
+        assert row in readme, f"README's kata table lacks or misstates kata {kata.number}; expected: {row}"
