@@ -15,6 +15,8 @@ import nox
 nox.needs_version = ">=2025.2.9"
 nox.options.sessions = ["check"]
 nox.options.reuse_venv = "yes"
+# pip (not uv) installs: it honours pip.conf and PIP_CONSTRAINT, which CI uses to pin the CPU torch.
+nox.options.default_venv_backend = "virtualenv"
 nox.options.error_on_external_run = True
 
 ROOT = Path(__file__).parent
