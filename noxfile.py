@@ -20,11 +20,13 @@ nox.options.default_venv_backend = "virtualenv"
 nox.options.error_on_external_run = True
 
 ROOT = Path(__file__).parent
-sys.path.insert(0, str(ROOT))  # the sessions' argument parsing reuses the harness's kata catalog
+sys.path.insert(0, str(ROOT))  # the sessions reuse the harness's kata catalog and paths
+
+from kata_harness.workflow import CHECK_PYTHON  # noqa: E402 - importable only after the line above
+
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 # A devcontainer image already holds torch: let the venvs see it instead of downloading it again.
 VENV_PARAMS = ["--system-site-packages"] if os.environ.get("KATAS_SYSTEM_SITE_PACKAGES") == "1" else []
-CHECK_PYTHON = ROOT / ".nox" / "check" / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
 def install(session: nox.Session, *groups: str) -> None:

@@ -49,8 +49,8 @@ BROKEN = "broken"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Bounded, derandomised property tests: the same examples every run, nothing written to disk
-    # (no example database, and no "explain" phase, which writes patch files and is slow).
+    # Bounded, derandomised property tests: the same examples every run, no example database on disk,
+    # and no "explain" phase, which re-runs each failing example under a tracer: a stub fails them all.
     settings.register_profile(
         "katas",
         max_examples=40,
@@ -110,14 +110,18 @@ def _last_frame_in_source(excinfo: pytest.ExceptionInfo[BaseException]) -> tuple
     return found
 
 
-def classify(excinfo: pytest.ExceptionInfo[BaseException]) -> tuple[str, str] | None:
-    """(verdict, one-line message) for a mishap that deserves one line instead of a traceback."""
+def classify(
+    excinfo: pytest.ExceptionInfo[BaseException], where: tuple[str, int, str] | None
+) -> tuple[str, str] | None:
+    """(verdict, one-line message) for a mishap that deserves one line instead of a traceback.
+
+    `where` is the innermost traceback entry in the graded folder (see `_last_frame_in_source`).
+    """
     exc = excinfo.value
     if isinstance(exc, KataImportError):
         return BROKEN, f"cannot import the kata: {exc.summary}"
     if isinstance(exc, KataNameMissing):
         return BROKEN, exc.summary
-    where = _last_frame_in_source(excinfo)
     if isinstance(exc, NotImplementedError):
         if where:
             path, line, function = where
@@ -153,10 +157,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     report.kata_names = [name for _, name in dict.fromkeys(USED_NAMES)]
     if report.failed and call.excinfo is not None:
-        verdict = classify(call.excinfo)
+        where = _last_frame_in_source(call.excinfo)
+        verdict = classify(call.excinfo, where)
         if verdict is not None:
             report.kata_verdict, report.longrepr = verdict
-        where = _last_frame_in_source(call.excinfo)
         if isinstance(call.excinfo.value, KataImportError | KataNameMissing):
             report.kata_location = call.excinfo.value.location
         elif where:

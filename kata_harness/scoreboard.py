@@ -23,7 +23,7 @@ import pytest
 
 from kata_harness.catalog import KataInfo, all_katas, kata_of_test_file
 from kata_harness.grading import BROKEN, NOT_STARTED
-from kata_harness.source import DEFAULT_SOURCE, REPO_ROOT, source_dir
+from kata_harness.source import DEFAULT_SOURCE, REPO_ROOT, kata_number, source_dir
 
 PROGRESS_FILE = REPO_ROOT / ".katas-progress.json"
 DONE, IN_PROGRESS = "done", "in progress"
@@ -118,8 +118,8 @@ class Scoreboard:
         if result is None:
             return
         result.duration += report.duration
-        if report.when == "setup" or report.failed:
-            result.names = getattr(report, "kata_names", result.names)
+        # Names accumulate over a test's phases, so the latest report holds them all.
+        result.names = getattr(report, "kata_names", result.names)
         if result.outcome == NOT_RUN and report.when == "setup":
             result.outcome = "passed"
         if report.skipped and result.outcome == "passed":
@@ -137,7 +137,6 @@ class Scoreboard:
         if not self.scores or self.config.option.collectonly:
             return
         katas = {kata.name: kata for kata in all_katas()}
-        previous = self.previous
         tr = terminalreporter
         tr.write_sep("=", "kata scoreboard", bold=True)
         tr.write_line(f" {'#':<3} {'kata':<44} {'tests':>7}   {'status':<12} last run")
@@ -146,20 +145,19 @@ class Scoreboard:
             info = katas.get(name)
             title = info.title if info else name
             tests = f"{score.passed}/{score.graded}"
-            last = previous.get(name, "")
+            last = self.previous.get(name, "")
             row = f" {name[1:3]:<3} {title[:44]:<44} {tests:>7}   {score.status:<12} {last}"
             tr.write_line(row, **{STATUS_COLOURS[score.status]: True})
             if score.status == BROKEN:
                 tr.write_line(f"     {score.failures[0].message}", red=True)
-        self._write_totals(tr, previous, katas)
+        self._write_totals(tr, katas)
         if self.config.getoption("problem_lines"):
             for score in self.scores.values():
                 for failure in score.failures:
                     tr.write_line(f"{failure.location}: error: {failure.name}: {failure.message}")
 
-    def _write_totals(
-        self, tr: pytest.TerminalReporter, previous: dict[str, str], katas: dict[str, KataInfo]
-    ) -> None:
+    def _write_totals(self, tr: pytest.TerminalReporter, katas: dict[str, KataInfo]) -> None:
+        previous = self.previous
         scores = [self.scores[name] for name in sorted(self.scores)]
         done = sum(score.status == DONE for score in scores)
         passed = sum(score.passed for score in scores)
@@ -178,14 +176,14 @@ class Scoreboard:
             tr.write_line(f"newly broken since last run: {', '.join(regressed)}", red=True)
         unfinished = next((s for s in scores if s.status != DONE), None)
         if unfinished is None:
-            number = scores[0].name[1:3].lstrip("0") if len(scores) == 1 else "N"
+            number = kata_number(scores[0].name) if len(scores) == 1 else "N"
             tr.write_line(f"every graded kata passes - see the reference: nox -s compare -- {number}")
             later = [k for k in katas.values() if k.name not in self.scores and previous.get(k.name) != DONE]
             if later:
-                number = later[0].name[1:3].lstrip("0")
+                number = kata_number(later[0].name)
                 tr.write_line(f"next: kata {number} ({later[0].title}): nox -s check -- {number}", bold=True)
             return
-        number = unfinished.name[1:3].lstrip("0")
+        number = kata_number(unfinished.name)
         first = next(iter(unfinished.failures), None)
         title = katas[unfinished.name].title if unfinished.name in katas else unfinished.name
         if first is None:  # nothing failed, but nothing ran either (e.g. -x stopped the run)

@@ -113,7 +113,7 @@ class Kata:
 
     def _import(self, path: Path) -> ModuleType | KataImportError:
         if not path.exists():
-            number = self.name[1:3].lstrip("0")
+            number = kata_number(self.name)
             where = display_path(path)
             return KataImportError(
                 self.name, f"{where} is missing - `nox -s reset -- {number}` brings back the stub", where
@@ -139,6 +139,11 @@ class Kata:
 
 # Names a test reached through a Kata, in order: the scoreboard points a learner at the first one that failed.
 USED_NAMES: list[tuple[str, str]] = []
+
+
+def kata_number(name: str) -> str:
+    """The number a learner types for a kata: "4" for "k04_autograd"."""
+    return str(int(name[1:3]))
 
 
 def load_kata(name: str) -> Kata:

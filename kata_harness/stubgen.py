@@ -21,6 +21,7 @@ import ast
 import sys
 from pathlib import Path
 
+from kata_harness.catalog import UnknownKata, find_kata
 from kata_harness.source import REPO_ROOT
 
 KEEP_MARKER = "# stub: keep"
@@ -84,11 +85,9 @@ def make_stub(solution_source: str) -> str:
 
 def solution_files(names: list[str] | None = None) -> list[Path]:
     """The solution files for the given kata names or numbers, or all of them."""
-    files = sorted(SOLUTIONS.glob("k[0-9][0-9]_*.py"))
-    if not names:
-        return files
-    wanted = [f for f in files if any(f.stem == n or f.stem[1:3] == n.zfill(2)[-2:] for n in names)]
-    return wanted
+    if names:
+        return [find_kata(name).solution for name in names]
+    return sorted(SOLUTIONS.glob("k[0-9][0-9]_*.py"))
 
 
 def write_stubs(out_dir: Path, names: list[str] | None = None) -> list[Path]:
@@ -126,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if stale else 0
     if args.out is None:
         parser.error("say where to write: --out katas (maintainers) or --out SOME_DIR")
-    for path in write_stubs(args.out, args.katas):
+    try:
+        written = write_stubs(args.out, args.katas)
+    except UnknownKata as error:
+        parser.error(str(error))
+    for path in written:
         print(f"wrote {path}")
     return 0
 
