@@ -115,7 +115,7 @@ def watch(session: nox.Session) -> None:
 
 @nox.session(venv_params=VENV_PARAMS)
 def verify(session: nox.Session) -> None:
-    """Prove the graders: ruff, stubs in sync, solutions all green (twice), pristine stubs all red."""
+    """Prove the graders: ruff, stubs in sync, solutions and alternatives green, stubs red, mutants killed."""
     install(session, "verify")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
@@ -129,6 +129,13 @@ def verify(session: nox.Session) -> None:
                 env={"KATA_SOURCE": "solutions"}, success_codes=[0, 1],
             )  # fmt: skip
             session.run("python", "-m", "kata_harness.verify", "solutions", results)
+        # The graders accept correct code other than the reference: an independent second solution.
+        results = f"{tmp}/alternatives.json"
+        session.run(
+            "python", "-m", "pytest", "-q", "--kata-json", results, "--no-progress",
+            env={"KATA_SOURCE": "tests/alternatives"}, success_codes=[0, 1],
+        )  # fmt: skip
+        session.run("python", "-m", "kata_harness.verify", "alternatives", results)
         stubs = f"{tmp}/stubs"
         session.run("python", "-m", "kata_harness.stubgen", "--out", stubs, silent=True)
         results = f"{tmp}/stubs.json"
@@ -137,8 +144,16 @@ def verify(session: nox.Session) -> None:
             env={"KATA_SOURCE": stubs}, success_codes=[0, 1],
         )  # fmt: skip
         session.run("python", "-m", "kata_harness.verify", "stubs", results)
+    session.run("python", "-m", "kata_harness.mutants")  # and reject wrong code: every mutant fails
     # The harness's own tests start fresh interpreters that import torch: give them more than 10 s.
     session.run("python", "-m", "pytest", "-q", "--timeout=300", "kata_harness/tests", *session.posargs)
+
+
+@nox.session(venv_params=VENV_PARAMS)
+def mutants(session: nox.Session) -> None:
+    """Prove the graders reject wrong code: every mutant in tests/mutants/ must fail (`-- 8` for kata 8)."""
+    install(session, "test")
+    session.run("python", "-m", "kata_harness.mutants", *session.posargs)
 
 
 @nox.session(python=False)
