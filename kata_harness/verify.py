@@ -1,6 +1,7 @@
 """Judge a graded run's JSON results: the references must pass everything, pristine stubs must pass nothing.
 
-Usage: ``python -m kata_harness.verify (solutions | alternatives | stubs) RESULTS.json`` (results from ``--kata-json``).
+Usage: ``python -m kata_harness.verify (solutions | alternatives | stubs) RESULTS.json``, where the results
+come from ``--kata-json``.
 """
 
 from __future__ import annotations
