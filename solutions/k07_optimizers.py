@@ -2,6 +2,8 @@
 
 Interview question: What are the different optimizers available in PyTorch?
 
+Difficulty 3/5, about 40 minutes, after katas 4 and 6.
+
 The idea
 ========
 An optimizer owns references to parameters and, on `step()`, turns each parameter's `.grad` into an
