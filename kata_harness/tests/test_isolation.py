@@ -6,11 +6,15 @@ Every mishap below is graded in one run beside a correct kata (k99_witness), whi
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from kata_harness.tests.inner_run import assert_lines, grade, write_katas
+from kata_harness.source import REPO_ROOT
+from kata_harness.tests.inner_run import PLUGINS, assert_lines, grade, write_katas
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -218,3 +222,43 @@ def test_global_module_hooks_are_leaked_state(mishaps) -> None:
 def test_a_utf8_bom_is_fine(mishaps) -> None:
     _, records, _ = mishaps
     assert outcome(records, "k84_bom")[0] == "passed"
+
+
+def test_killing_the_command_that_started_pytest_stops_the_grading(tmp_path: Path) -> None:
+    """`nox` killed (say, by the editor) must not leave pytest and a looping kata at full CPU."""
+    looping = "import os\n\ndef f():\n    open(os.environ['WORKER_PID_FILE'], 'w').write(str(os.getpid()))\n"
+    looping += "    while True:\n        pass\n"
+    write_katas(tmp_path, {"k85_loop": (looping, "def test_f():\n    kata.f()\n")})
+    worker_pid_file, pytest_pid_file = tmp_path / "worker.pid", tmp_path / "pytest.pid"
+    command = [sys.executable, "-m", "pytest", *PLUGINS, "-p", "no:cacheprovider", "--timeout=120"]
+    command += ["--rootdir", str(tmp_path)]
+    launcher = (
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen({command!r}, cwd={str(tmp_path)!r})\n"
+        f"open({str(pytest_pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(600)\n"
+    )
+    env = {**os.environ, "KATA_SOURCE": str(tmp_path / "learner"), "PYTHONPATH": str(REPO_ROOT)}
+    env["WORKER_PID_FILE"] = str(worker_pid_file)
+    parent = subprocess.Popen([sys.executable, "-c", launcher], env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not worker_pid_file.exists() or not worker_pid_file.read_text():
+        assert time.monotonic() < deadline, "the looping kata never started"
+        time.sleep(0.2)
+    parent.kill()
+    parent.wait()
+    pids = [int(pytest_pid_file.read_text()), int(worker_pid_file.read_text())]
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, "pytest or its kata worker outlived the command that started them"
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (dead, not yet reaped by its parent) counts as gone.
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
