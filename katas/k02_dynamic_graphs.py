@@ -8,11 +8,26 @@ The deepest difference is *when the graph exists*. TensorFlow 1 was define-and-r
 described a static graph, then fed data through it in a session. PyTorch is define-by-run: the
 graph autograd differentiates is recorded while your `forward` executes, one operation at a time,
 and thrown away after `backward`. So each call may take a different path: loop a data-dependent
-number of times, branch per sample, call a submodule twice to share its weights. TensorFlow 2
-made eager execution the default too, and recovers graphs with `tf.function`; PyTorch recovers
-them with `torch.compile` / `torch.export`. Today the honest comparison is ecosystem and
-deployment story (Keras, TF Serving and TFLite vs TorchServe, ExecuTorch, ONNX) more than
-capability.
+number of times, branch per sample, call a submodule twice to share its weights.
+
+Today both run eagerly by default (TensorFlow 2 made eager the default), and both recover a graph
+when asked. The real difference is what happens to Python control flow that depends on a tensor's
+value (`if x.sum() > 0`, `while loss > tol`) during capture:
+- TensorFlow's `tf.function` runs AutoGraph, which rewrites such `if`/`while` statements in your
+  source into graph ops (`tf.cond`, `tf.while_loop`), so one graph holds both paths.
+- `torch.compile` does not rewrite your code: at a data-dependent branch it makes a *graph break*,
+  runs that bit in ordinary Python and compiles the pieces around it - always correct, less fused.
+  A branch on a plain Python value (an int argument, a shape) is specialised instead: the compiler
+  follows the path taken, guards on the value and recompiles when it changes.
+- `torch.export` wants one whole graph with no Python left, so a data-dependent branch is an
+  error there until you write it as `torch.cond(pred, true_fn, false_fn, operands)`.
+
+The rest of the comparison is ecosystem, and it moves. JAX (functional, traced and compiled with
+`jax.jit`; branches written as `lax.cond`) is the third framework to name. Keras 3 is no longer
+TensorFlow-only: it runs on TensorFlow, JAX or PyTorch. TensorFlow Lite is now LiteRT, which also
+runs models converted from PyTorch and JAX. On the PyTorch side, TorchServe is in limited
+maintenance (no planned updates); deployment goes through `torch.export` to ExecuTorch (devices),
+AOTInductor (servers) or ONNX, and TorchScript is deprecated in favour of `torch.export`.
 
 Because the model is plain Python, you can inspect it with plain Python too. Forward hooks
 (`module.register_forward_hook(fn)`) run `fn(module, inputs, output)` after a module's forward,
@@ -21,12 +36,16 @@ and return a handle whose `.remove()` detaches the hook again.
 What interviewers probe
 =======================
 - Weight sharing is just calling the same module again; autograd sums the gradients of every use.
-- Data-dependent control flow (`if x.sum() > 0`) works in eager mode but is exactly what graph
-  capture (`torch.jit.trace`, `torch.export`) has to special-case: tracing records one path only.
+- Data-dependent control flow (`if x.sum() > 0`) just works in eager mode; capture is where it
+  costs: a graph break in `torch.compile`, an error in `torch.export` (use `torch.cond`), and the
+  deprecated `torch.jit.trace` records only the path the example input took (with a
+  `TracerWarning` that is easy to miss).
 - A branch that no sample took contributes no gradient: its parameters' `.grad` stays None (or
   zero if you computed it and masked the result).
-- Hooks are global side effects on a module: always remove them, also when forward raises
-  (`try`/`finally`), or they keep firing, and keep references alive, forever.
+- Hooks are side effects on a module: always remove them, also when forward raises
+  (`try`/`finally`), or they keep firing, and keep references alive, forever. A *global* hook
+  (`torch.nn.modules.module.register_module_forward_hook`) fires for every module of every model
+  in the process: one left behind keeps firing for everything that runs after you.
 
 Your tasks
 ==========
@@ -34,11 +53,20 @@ Your tasks
 2. `GatedNet` - route every row through one of two layers, decided by the data.
 3. `record_output_shapes(model, x)` - use forward hooks to see what each leaf module produced.
 
+Devices: the grader checks `RepeatNet` and `record_output_shapes` on the `meta` device (tensors
+with a shape but no data), which catches results built on the wrong device on any machine.
+`GatedNet` may read values to route its rows, which meta tensors do not have, so keeping its
+routing on the input's device (a mask built on the CPU for a CUDA input, say) is checked only on a
+CUDA machine (the `cuda` tests).
+
 Follow-up questions
 ===================
-- What does `torch.jit.trace` record for `RepeatNet` called with `repeats=3`, and what goes wrong next?
-- How would you batch `GatedNet` so that each branch runs once per call, not once per row?
-- Where does TensorFlow 2's `tf.function` stand between define-by-run and define-and-run?
+- What does `torch.compile` do with `RepeatNet`'s loop when `repeats=3`, and what happens on the
+  next call with `repeats=4`? What would `torch.export` give you for `repeats=3`?
+- How would you batch `GatedNet` so that each branch runs once per call, not once per row? Which
+  version of it can `torch.export` capture without `torch.cond`?
+- Where does TensorFlow 2's `tf.function` (with AutoGraph) stand between define-by-run and
+  define-and-run?
 - Why do hooks return a handle instead of offering `module.unregister_hook(fn)`?
 
 Grade this kata: `nox -s check -- 2`. Stuck? `nox -s hint -- 2`.
@@ -62,6 +90,11 @@ class RepeatNet(nn.Module):
 
         The same `self.layer` (the same weights) is used every time; `repeats` may differ on every
         call; `repeats == 0` returns `x` unchanged.
+        - The output has `x`'s dtype and device (those of the layer, once the module is moved there
+          with `.to(...)`, the `meta` device included).
+        - Gradients are those of `torch.relu`: 0 where the layer's output is exactly 0.
+        - Leaves `x` (values and `requires_grad`) and the parameters' existing `.grad` alone:
+          `backward` accumulates into `.grad` as usual.
         """
         raise NotImplementedError  # TODO: replace this line with your implementation
 
@@ -80,6 +113,10 @@ class GatedNet(nn.Module):
         `self.negative(x[i])` (a sum of exactly 0 goes to `negative`). Whether the branch a row did
         not take is also computed is up to you; a branch no row used may end with a zero gradient or
         none.
+        - The output has `x`'s dtype and device (those of the layers, once the module is moved
+          there with `.to(...)`).
+        - Gradients reach `x` (when it requires grad) through the branch each row took.
+        - Leaves `x` (values and `requires_grad`) and the parameters' existing `.grad` alone.
         """
         raise NotImplementedError  # TODO: replace this line with your implementation
 
@@ -92,7 +129,13 @@ def record_output_shapes(model: nn.Module, x: Tensor) -> dict[str, tuple[int, ..
       only when it has no children.
     - Values: the shape of that module's output tensor as a tuple of ints; for a module that runs
       more than once, its last output. Modules whose output is not a tensor are left out.
+    - A module's output counts as a tensor when it is an instance of `Tensor`, subclasses such as
+      `nn.Parameter` included.
+    - The model runs exactly once. Only shapes are read, so it works on any device, the `meta`
+      device (shapes without data) included.
     - Afterwards the model's hooks are exactly those it had before, also when the forward pass
-      raises (the exception propagates to the caller).
+      raises (the exception propagates to the caller); no global hook
+      (`torch.nn.modules.module.register_module_forward_hook` and friends) is left registered.
+    - Leaves the model's training mode (and every submodule's) as it was.
     """
     raise NotImplementedError  # TODO: replace this line with your implementation

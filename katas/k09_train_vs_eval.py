@@ -11,7 +11,11 @@ layer reads `self.training` inside its own `forward`, and only a few layers care
 - Dropout: in training it zeroes each activation with probability p and scales the survivors by 1/(1-p); in
   eval it is the identity, so the expected activation is the same in both modes.
 - BatchNorm: in training it normalises with the current batch's mean and variance and folds them into its
-  running estimates; in eval it normalises with the running estimates and changes nothing.
+  running estimates; in eval it normalises with the running estimates and changes nothing. The update is
+  `running = (1 - momentum) * running + momentum * batch_statistic`, so the default `momentum=0.1` is the
+  weight of the NEW batch: the opposite convention to an optimizer's momentum, where 0.9 is the weight of the
+  past. Two variances are in play: the batch is normalised with its biased variance (divided by n), while
+  the running variance is fed the unbiased one (divided by n - 1).
 - Linear, Conv, activations and most other layers compute the same thing in both modes.
 
 The mode and autograd are independent switches. `eval()` does not stop autograd: outputs still carry a
@@ -31,8 +35,10 @@ What interviewers probe
 - `train()`/`eval()` never touch `requires_grad`. Freezing parameters is `requires_grad_(False)`, a separate
   switch; a "frozen" BatchNorm in train mode still overwrites its running statistics on every forward pass.
 - Forgetting `eval()` at inference: Dropout makes predictions random, and BatchNorm normalises with the test
-  batch's own statistics (a batch of one raises an error) while overwriting the running statistics that
-  training learned.
+  batch's own statistics while overwriting the running statistics that training learned. In training mode
+  BatchNorm needs more than one value per channel: a batch of one `(1, C)` vector into `BatchNorm1d` raises
+  an error, while a single `(1, C, L)` sequence or `(1, C, H, W)` image (L or H*W above 1) goes through
+  silently, normalised with its own statistics.
 - Restoring modes: calling `model.train()` after evaluation flips every submodule to train mode, including
   layers that were deliberately left in eval. Save every submodule's own `training` flag and restore each one,
   in a `finally` so that an exception does not leave the model stuck in eval mode.
@@ -48,7 +54,8 @@ Your tasks
 
 Follow-up questions
 ===================
-- Why does BatchNorm raise an error for a batch of one in training mode but not in eval mode?
+- Why does `BatchNorm1d` raise an error for a `(1, C)` batch in training mode but not in eval mode, and why
+  does a single `(1, C, H, W)` image not raise in `BatchNorm2d`?
 - How would you fine-tune a pretrained network while keeping its BatchNorm statistics fixed?
 - Dropout scales the surviving activations by 1/(1-p) during training. Why there, and not at inference?
 - What can you not do with a tensor created under `torch.inference_mode()` that you can do after `no_grad()`?
@@ -81,11 +88,14 @@ def predict(model: nn.Module, x: Tensor) -> Tensor:
 
     Returns:
         The model's output with every submodule in eval mode: Dropout is the identity and BatchNorm
-        normalises with its running statistics (which are left unchanged). The output has
+        normalises with its running statistics (which are left unchanged). The output stays on the model's
+        device. No autograd graph is recorded, not even for an `x` that requires grad: the output has
         `requires_grad == False` and no `grad_fn`.
 
     After the call, every submodule's `training` flag (the root's included) is exactly what it was before,
-    even where the submodules' flags differed from each other. Grad mode is left as it was.
+    even where the submodules' flags differed from each other, and also when `model(x)` raised (the
+    exception propagates unchanged). Grad mode is left as it was. `x` and the model's parameters are not
+    modified: neither their values nor their `requires_grad`.
     """
     raise NotImplementedError  # TODO: replace this line with your implementation
 
@@ -113,7 +123,9 @@ def mc_dropout_predict(model: nn.Module, x: Tensor, samples: int) -> tuple[Tenso
     Runs `model(x)` exactly `samples` times with every dropout module (an instance of one of
     `DROPOUT_TYPES`: `nn.Dropout`, `nn.Dropout1d`, `nn.Dropout2d`, `nn.Dropout3d`, `nn.AlphaDropout`) in
     training mode and every other module, the root included, in eval mode, so BatchNorm uses and keeps its
-    running statistics. No autograd graph is recorded.
+    running statistics. Subclasses of those types are dropout modules too, and the model itself or a
+    module nested at any depth may be one. No autograd graph is recorded, not even for an `x` that requires
+    grad.
 
     Args:
         model: any module, with its submodules in any mix of train and eval mode.
@@ -122,12 +134,14 @@ def mc_dropout_predict(model: nn.Module, x: Tensor, samples: int) -> tuple[Tenso
 
     Returns:
         `(mean, std)`: the element-wise mean and standard deviation over the samples, each shaped like one
-        output of `model(x)`. The standard deviation is `torch.std`'s default, the unbiased estimate
-        (divides by samples - 1). Neither requires grad.
+        output of `model(x)` and on the model's device. The standard deviation is `torch.std`'s default,
+        the unbiased estimate (divides by samples - 1). Neither requires grad.
 
     Raises:
         ValueError: if `samples < 2` (one sample has no spread), before any forward pass.
 
-    After the call every submodule's `training` flag is exactly what it was before.
+    After the call every submodule's `training` flag is exactly what it was before, also when a forward
+    pass raised (the exception propagates unchanged). Grad mode is left as it was. `x` and the model's
+    parameters are not modified: neither their values nor their `requires_grad`.
     """
     raise NotImplementedError  # TODO: replace this line with your implementation

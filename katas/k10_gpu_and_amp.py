@@ -10,21 +10,33 @@ exception). Nothing moves by itself: `t.to(device)` returns a copy on `device` (
 there), while `module.to(device)` moves the module's parameters and buffers in place.
 
 CUDA work is asynchronous. Python queues kernels on a stream and carries on; it waits only when it needs a
-result on the host (`.item()`, `.cpu()`, `print`) or calls `torch.cuda.synchronize()`. A host-to-device copy
-from ordinary (pageable) memory is staged and blocks; from pinned (page-locked) memory with
-`non_blocking=True` it is queued like a kernel and can overlap with compute - that is what
-`DataLoader(pin_memory=True)` is for. Freed GPU memory goes back to PyTorch's caching allocator, not to the
-driver, so `nvidia-smi` shows more in use than `torch.cuda.memory_allocated()`.
+value from the GPU on the host, or calls `torch.cuda.synchronize()`. That happens in more places than
+`.item()`, `.cpu()` and `print`: `.tolist()`, `torch.nonzero`, boolean-mask indexing `t[mask]` (the result's
+size depends on the data) and `if t.any():` (Python needs a bool) all wait for every queued kernel. A
+host-to-device copy from ordinary (pageable) memory is staged and blocks the host; from pinned (page-locked)
+memory with `non_blocking=True` it is queued and the call returns at once, so the host carries on (say,
+preparing the next batch) - that is what `DataLoader(pin_memory=True)` is for. The copy overlaps GPU compute
+only when it runs on another CUDA stream than the kernels: on one stream, work runs in order. Freed GPU
+memory goes back to PyTorch's caching allocator, not to the driver, so `nvidia-smi` shows more in use than
+`torch.cuda.memory_allocated()`.
 
 Mixed precision: under `torch.autocast(device_type)` ops that are safe and fast in low precision (matmul,
-convolution) run in a 16-bit dtype, while precision-sensitive ones (reductions, softmax, most losses) stay in
-float32; the parameters themselves stay float32. The default low dtype is float16 on CUDA and bfloat16 on
-CPU. bfloat16 keeps float32's 8 exponent bits (same range, only about 3 significant digits); float16 has 5
-exponent bits, so values below about 6e-8 flush to zero and values above 65504 overflow. Small gradients
-therefore vanish in float16. `GradScaler` multiplies the loss by a large scale S before backward so the
-gradients are S times larger and survive; `scaler.step(optimizer)` divides them by S again and skips the
-update when any is inf or nan; `scaler.update()` halves S after such a skip and grows it after a run of
-clean steps.
+convolution, linear) run in a 16-bit dtype; the parameters themselves stay float32. Which ops are cast to
+float32 instead is a per-device list. CUDA's is long (softmax, log_softmax, exp, log, sum, layer_norm, most
+losses); the CPU's is shorter: under CPU bfloat16 autocast, softmax, sum and layer_norm of a bfloat16
+activation return bfloat16 (mse_loss and cross_entropy do return float32). Check `out.dtype` rather than
+assume. The default low dtype is float16 on CUDA and bfloat16 on CPU. bfloat16 keeps float32's 8 exponent bits
+(same range) but only 8 significant bits, about 2.4 decimal digits; float16 has 11 significant bits (about 3.3
+digits) but 5 exponent bits, so it loses precision below 6.1e-5, rounds values much below 6e-8 to zero, and
+overflows above 65504. Small gradients therefore vanish in float16. `GradScaler` multiplies the loss by a
+large scale S before backward so the gradients are S times larger and survive; `scaler.step(optimizer)`
+divides them by S again and skips the update when any is inf or nan; `scaler.update()` halves S after such a
+skip and grows it after a run of clean steps.
+
+TF32, a related switch: on Ampere and newer GPUs, float32 matmuls and convolutions can run on tensor cores
+with a 10-bit mantissa. PyTorch leaves it off for matmul (`torch.backends.cuda.matmul.allow_tf32` is False;
+`torch.set_float32_matmul_precision("high")` turns it on) but on for cuDNN convolutions
+(`torch.backends.cudnn.allow_tf32` is True), so a "float32" convolution is already not quite float32.
 
 What interviewers probe
 =======================
@@ -32,7 +44,12 @@ What interviewers probe
   `x.to(device)` is not in place (assign the result); `model.to(device)` is, and returns the same module.
 - Non-blocking copies: `non_blocking=True` only overlaps a host-to-device copy when the source is in
   pinned memory (`t.pin_memory()`, `DataLoader(pin_memory=True)`); from pageable memory it is an ordinary
-  copy. Timing GPU code needs `torch.cuda.synchronize()`, or you measure the kernel launch, not the work.
+  copy. Pinned and non-blocking frees the host; overlapping the copy with GPU compute also needs a second
+  CUDA stream. Timing GPU code needs `torch.cuda.synchronize()`, or you measure the kernel launch, not the
+  work.
+- Hidden synchronisations: a loop that calls `.item()` or `.tolist()`, indexes with a boolean mask, or tests
+  `if loss.isnan().any():` on every step waits for the GPU each time, and the GPU then idles while Python
+  queues the next kernels.
 - Autocast dtypes per device: float16 on cuda, bfloat16 on cpu - which is what `torch.autocast(device_type)`
   picks when you pass no dtype. Autocast wraps the forward pass and the loss only, not backward, and a loss
   is best computed on outputs cast back to float32.
@@ -51,6 +68,12 @@ Your tasks
 2. `move_to(obj, device)` - a copy of a nested structure of tensors, every tensor moved to `device`.
 3. `amp_train_step(model, optimizer, scaler, x, y, device_type)` - one autocast + GradScaler training step.
 4. `gpu_summary()` - name, total memory and compute capability of GPU 0, or None without CUDA.
+
+Without a GPU the grader still checks most of this: movement on the `meta` device (which holds no data, so
+anything that goes through host memory fails), the AMP step on the CPU with bfloat16, and `best_device` and
+`gpu_summary` with faked availability. Only a GPU can check that the step really uses `device_type` (float16
+autocast for "cuda", not a hard-coded "cpu") and that tensors reach and come back from the GPU; those tests
+carry the `cuda` marker and are skipped on a machine without one.
 
 Follow-up questions
 ===================
@@ -90,11 +113,13 @@ def move_to(obj: Any, device: torch.device | str) -> Any:
     Returns:
         - a tensor: the tensor on `device` (as `tensor.to(device)` gives it);
         - a dict, list or tuple: a NEW container of the same kind (`dict`, `list`, `tuple`) holding the
-          converted items, keys and order unchanged;
+          converted items, keys and order unchanged; subclasses count (an `OrderedDict` is a dict here, and
+          may come back as a plain `dict` or as its own class);
         - a named tuple: a new instance of the same named-tuple class, fields converted;
         - anything else (including strings): `obj` itself, unchanged.
 
-    The input is never modified: its containers keep the very objects they held before the call.
+    The input is never modified: its containers keep the very objects they held before the call, and its
+    tensors stay where they were.
     """
     raise NotImplementedError  # TODO: replace this line with your implementation
 
@@ -110,7 +135,7 @@ def amp_train_step(
     """One mixed-precision training step of `model` on the batch `(x, y)` with a mean-squared-error loss.
 
     Args:
-        model: a module whose parameters (float32) are on the same device as `x` and `y`.
+        model: a module whose parameters (float32) are on the same device as `x` and `y`; they stay float32.
         optimizer: an optimizer over the model's parameters.
         scaler: a `torch.amp.GradScaler` for `device_type`, enabled or not.
         x: the input batch; y: the float32 target, shaped like the model's output.
@@ -121,8 +146,12 @@ def amp_train_step(
         2. The forward pass `model(x)` runs under `torch.autocast(device_type)` with dtype float16 on
            "cuda" and bfloat16 on "cpu".
         3. The loss is the mean squared error between the output cast to float32 and `y`, computed in
-           float32.
-        4. Backward through `scaler.scale(loss)`, then `scaler.step(optimizer)` and `scaler.update()`.
+           float32 (inside the autocast block or after it).
+        4. Backward through `scaler.scale(loss)`, then `scaler.step(optimizer)` and `scaler.update()`, all
+           three after the autocast block has closed: autocast covers the forward pass and the loss only.
+
+    No autocast is left enabled after the call; `x` and `y` are not modified (values, dtype or
+    `requires_grad`).
 
     Returns:
         The (unscaled) loss as a Python float.

@@ -1,9 +1,15 @@
 """Grader for k02_dynamic_graphs: RepeatNet, GatedNet, record_output_shapes."""
 
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as module_globals
 
 from kata_harness import load_kata
 from kata_harness.testing import assert_close
@@ -95,6 +101,99 @@ def test_repeat_net_gradient_sums_over_every_use_of_the_layer() -> None:
     )
 
 
+def on_meta(what: str, call: Callable[[], Any]) -> Any:
+    """Run `call` on meta tensors; a failure there is a device bug, reported in one line."""
+    try:
+        return call()
+    except NotImplementedError:
+        raise
+    except Exception as error:
+        pytest.fail(
+            f"{what} on the meta device (tensors with a shape but no data) raised "
+            f"{type(error).__name__}: {error}. Likely cause: a tensor built on the CPU (torch.zeros(...) "
+            "without device=x.device), or a copy to the CPU/NumPy (.cpu(), .numpy(), .item(), "
+            ".tolist()) where only shapes or device-agnostic ops are needed - the same code breaks "
+            "or silently moves data on a GPU",
+            pytrace=False,
+        )
+
+
+def test_repeat_net_keeps_float64() -> None:
+    net = kata.RepeatNet(FEATURES).double()
+    x = torch.randn(3, FEATURES, dtype=torch.float64)
+    out = net(x, 3)
+    assert out.dtype == torch.float64, (
+        f"with a float64 module and input expected a float64 output, got {out.dtype}; likely cause: "
+        "a cast (.float()) or a buffer created in the default dtype"
+    )
+    assert_close(
+        out,
+        unrolled(net.layer, x, 3),
+        rtol=1e-10,
+        atol=1e-12,
+        what="RepeatNet(x, 3) in float64",
+        likely_cause="a round trip through float32 somewhere in the loop",
+    )
+
+
+def test_repeat_net_stays_on_the_input_device() -> None:
+    net = kata.RepeatNet(FEATURES).to("meta")
+    x = torch.empty(3, FEATURES, device="meta")
+    out = on_meta("RepeatNet(x, 2)", lambda: net(x, 2))
+    assert out.device.type == "meta" and tuple(out.shape) == (3, FEATURES), (
+        f"with the module and x on meta expected a (3, {FEATURES}) output on meta, got "
+        f"{tuple(out.shape)} on {out.device}; likely cause: a result built on the CPU or moved there"
+    )
+
+
+def test_repeat_net_relu_gradient_at_exactly_zero() -> None:
+    net = kata.RepeatNet(FEATURES)
+    with torch.no_grad():
+        net.layer.weight.zero_()
+        net.layer.bias.zero_()
+    net(torch.rand(2, FEATURES) + 0.5, 2).sum().backward()
+    for name in ("weight", "bias"):
+        grad = getattr(net.layer, name).grad
+        assert grad is None or torch.count_nonzero(grad) == 0, (
+            f"with a zero-initialised layer every pre-activation is exactly 0, where relu's gradient "
+            f"is 0, so layer.{name}.grad must be zero; got {grad}. Likely cause: clamp(min=0) "
+            "(gradient 1 at 0) or torch.maximum(x, 0) (0.5 at 0): equal values, different autograd "
+            "at the kink - use torch.relu"
+        )
+
+
+def test_repeat_net_leaves_x_and_existing_grads_alone() -> None:
+    net = kata.RepeatNet(FEATURES)
+    x = torch.rand(4, FEATURES) - 0.5
+    x_before = x.clone()
+    stale = torch.full_like(net.layer.weight, 0.25)
+    net.layer.weight.grad = stale.clone()
+    out = net(x, 2)
+    assert torch.equal(x, x_before) and not x.requires_grad, (
+        f"RepeatNet changed the caller's x (values changed: {not torch.equal(x, x_before)}, "
+        f"requires_grad now {x.requires_grad}); likely cause: an in-place op (relu_, clamp_, +=) on x"
+    )
+    assert net.layer.weight.grad is not None and torch.equal(net.layer.weight.grad, stale), (
+        "forward changed layer.weight.grad, which held a gradient from before; likely cause: "
+        "zero_grad() (or .grad = None) inside forward - clearing gradients is the training loop's job"
+    )
+    out.sum().backward()
+    weight = net.layer.weight.detach().double().requires_grad_()
+    bias = net.layer.bias.detach().double()
+    oracle = x.double()
+    for _ in range(2):
+        oracle = torch.relu(F.linear(oracle, weight, bias))
+    expected = stale.double() + torch.autograd.grad(oracle.sum(), weight)[0]
+    assert_close(
+        net.layer.weight.grad.double(),
+        expected,
+        rtol=1e-4,
+        atol=1e-6,
+        what="layer.weight.grad after backward on top of an existing gradient of 0.25",
+        likely_cause="the existing .grad replaced instead of accumulated into",
+    )
+
+
 def gated_oracle(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     rows = [net.positive(row) if row.sum() > 0 else net.negative(row) for row in x]
     return torch.stack(rows).double()
@@ -143,9 +242,14 @@ def test_gated_net_output_shape(batch: int) -> None:
     )
 
 
+GATED_ROWS = [[1.0, 1.0, 1.0], [-1.0, -1.0, -2.0], [2.0, 0.5, -1.0], [1.5, -0.5, -1.0]]  # last: sum 0
+
+
 def test_gated_net_gradients_flow_to_the_branch_each_row_used() -> None:
     net = kata.GatedNet(3)
-    x = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -2.0], [2.0, 0.5, -1.0]])
+    x = torch.tensor(GATED_ROWS)
+    stale = torch.full((3, 3), 0.25)
+    net.positive.weight.grad = stale.clone()
     net(x).pow(2).sum().backward()
     oracle_net = kata.GatedNet(3)
     oracle_net.load_state_dict(net.state_dict())
@@ -153,15 +257,99 @@ def test_gated_net_gradients_flow_to_the_branch_each_row_used() -> None:
     for name in ("positive", "negative"):
         got = getattr(net, name).weight.grad
         expected = getattr(oracle_net, name).weight.grad
+        if name == "positive":
+            expected = expected + stale
         assert got is not None, f"net.{name}.weight got no gradient although a row went through it"
         assert_close(
             got.double(),
             expected.double(),
             rtol=1e-4,
             atol=1e-6,
-            what=f"gradient of net.{name}.weight",
-            likely_cause="a branch's output detached, or both branches added instead of selected",
+            what=f"gradient of net.{name}.weight (positive.weight held 0.25 from an earlier backward)",
+            likely_cause="a branch's output detached, both branches added instead of selected, or "
+            "an existing .grad cleared inside forward",
         )
+
+
+def test_gated_net_gradient_reaches_the_input() -> None:
+    net = kata.GatedNet(3)
+    x = torch.tensor(GATED_ROWS, requires_grad=True)
+    net(x).pow(2).sum().backward()
+    oracle_net = copy.deepcopy(net).double()
+    x64 = x.detach().double().requires_grad_()
+    gated_oracle(oracle_net, x64).pow(2).sum().backward()
+    assert x.grad is not None, (
+        "x requires grad, yet x.grad is None after backward; likely cause: x detached (or turned into "
+        "numbers with .tolist()/.item()) before the layers were applied"
+    )
+    assert_close(
+        x.grad.double(),
+        x64.grad,
+        rtol=1e-4,
+        atol=1e-6,
+        what="gradient of sum(GatedNet(x) ** 2) with respect to x",
+        likely_cause="rows mixed from both branches, or part of x detached",
+    )
+
+
+def test_gated_net_leaves_x_alone() -> None:
+    net = kata.GatedNet(3)
+    x = torch.tensor(GATED_ROWS)
+    x_before = x.clone()
+    net(x)
+    assert not x.requires_grad and x.grad_fn is None, (
+        f"GatedNet changed the caller's x: requires_grad now {x.requires_grad}, grad_fn "
+        f"{x.grad_fn}; likely cause: the routed rows written back into x (x[mask] = ...) instead of "
+        "into a new tensor"
+    )
+    assert torch.equal(x, x_before), (
+        f"GatedNet changed the values of the caller's x: before {x_before.tolist()}, after "
+        f"{x.tolist()}; likely cause: the routed rows written back into x instead of a new tensor"
+    )
+
+
+def test_gated_net_keeps_float64() -> None:
+    net = kata.GatedNet(3).double()
+    x = torch.tensor(GATED_ROWS, dtype=torch.float64)
+    out = net(x)
+    assert out.dtype == torch.float64, (
+        f"with a float64 module and input expected a float64 output, got {out.dtype}; likely cause: "
+        "the output collected in a buffer created in the default dtype (torch.zeros(x.shape))"
+    )
+    assert_close(
+        out,
+        gated_oracle(net, x),
+        rtol=1e-10,
+        atol=1e-12,
+        what="GatedNet(x) in float64",
+        likely_cause="a round trip through float32",
+    )
+
+
+@pytest.mark.cuda
+def test_dynamic_modules_on_a_gpu() -> None:
+    repeat = kata.RepeatNet(FEATURES)
+    x = torch.randn(3, FEATURES)
+    expected = unrolled(repeat.layer, x, 2)
+    out = repeat.cuda()(x.cuda(), 2)
+    assert out.device.type == "cuda", f"RepeatNet on a CUDA input returned a tensor on {out.device}"
+    assert_close(out.double().cpu(), expected, rtol=1e-4, atol=1e-5, what="RepeatNet on the GPU")
+    gated = kata.GatedNet(3)
+    rows = torch.tensor(GATED_ROWS)
+    expected = gated_oracle(gated, rows)
+    out = gated.cuda()(rows.cuda())
+    assert out.device.type == "cuda", (
+        f"GatedNet on a CUDA input returned a tensor on {out.device}; likely cause: the output or the "
+        "routing mask built on the CPU"
+    )
+    assert_close(
+        out.double().cpu(),
+        expected,
+        rtol=1e-4,
+        atol=1e-5,
+        what="GatedNet on the GPU",
+        likely_cause="a mask or buffer built on the CPU",
+    )
 
 
 def test_gated_net_unused_branch_gets_no_gradient() -> None:
@@ -263,8 +451,72 @@ def test_record_output_shapes_of_a_model_without_children() -> None:
     )
 
 
-def hooks_of(model: nn.Module) -> dict[str, list[int]]:
-    return {name: list(module._forward_hooks) for name, module in model.named_modules()}
+HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+)
+
+
+def hooks_of(model: nn.Module) -> dict[str, dict[str, list[int]]]:
+    return {
+        name: {kind: list(getattr(module, kind)) for kind in HOOK_DICTS if getattr(module, kind, None)}
+        for name, module in model.named_modules()
+    }
+
+
+def global_hook_dicts() -> dict[str, dict]:
+    """Every process-wide module hook registry (`_global_forward_hooks`, ...) by name."""
+    return {
+        name: registry
+        for name, registry in vars(module_globals).items()
+        if name.startswith("_global_") and name.endswith("hooks") and isinstance(registry, dict)
+    }
+
+
+@contextmanager
+def watching_global_hooks() -> Iterator[list[str]]:
+    """Yield a list that, after the block, names every global module hook registry that grew.
+
+    The hooks added inside the block are removed again, so a leak fails one test, not the next ones.
+    """
+    before = {name: set(registry) for name, registry in global_hook_dicts().items()}
+    leaked: list[str] = []
+    try:
+        yield leaked
+    finally:
+        for name, registry in global_hook_dicts().items():
+            added = [key for key in list(registry) if key not in before.get(name, set())]
+            if added:
+                leaked.append(f"{name} (+{len(added)})")
+                for key in added:
+                    del registry[key]
+
+
+def assert_no_global_hook_left(leaked: list[str]) -> None:
+    assert not leaked, (
+        f"record_output_shapes left global module hooks registered: {', '.join(leaked)}. A hook from "
+        "torch.nn.modules.module.register_module_forward_hook fires for every module of every model "
+        "from now on; keep the handle it returns and call handle.remove() in a `finally` block (or "
+        "hook only the model's own modules with module.register_forward_hook)"
+    )
+
+
+def test_record_output_shapes_leaves_no_global_hook() -> None:
+    with watching_global_hooks() as leaked:
+        got = kata.record_output_shapes(Nested(), torch.randn(2, 4))
+    assert_no_global_hook_left(leaked)
+    assert got == {"block.fc": (2, 6), "block.act": (2, 6), "head": (2, 2)}, f"unexpected result {got}"
+
+
+def test_record_output_shapes_leaves_no_global_hook_when_forward_raises() -> None:
+    with watching_global_hooks() as leaked, pytest.raises(ValueError, match="boom"):
+        kata.record_output_shapes(Explodes(), torch.randn(2, 4))
+    assert_no_global_hook_left(leaked)
 
 
 def test_record_output_shapes_removes_its_hooks_and_keeps_yours() -> None:
@@ -297,4 +549,79 @@ def test_record_output_shapes_removes_hooks_when_forward_raises() -> None:
         kata.record_output_shapes(model, torch.randn(2, 4))
     assert hooks_of(model) == before, (
         "hooks were left registered after forward raised; remove them in a `finally` block"
+    )
+
+
+class Counting(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.fc(x)
+
+
+def test_record_output_shapes_runs_the_model_once() -> None:
+    model = Counting()
+    got = kata.record_output_shapes(model, torch.randn(2, 4))
+    assert model.calls == 1, (
+        f"the model ran {model.calls} times; expected exactly once (a forward can have side effects: "
+        "BatchNorm statistics, counters, RNG); likely cause: a warm-up call before the hooks are in place"
+    )
+    assert got == {"fc": (2, 3)}, f"expected {{'fc': (2, 3)}}, got {got}"
+
+
+def test_record_output_shapes_leaves_training_modes_alone() -> None:
+    model = Nested()
+    model.train()
+    model.block.eval()
+    before = {name: module.training for name, module in model.named_modules()}
+    kata.record_output_shapes(model, torch.randn(2, 4))
+    after = {name: module.training for name, module in model.named_modules()}
+    assert after == before, (
+        f"training flags before: {before}, after: {after}; likely cause: model.eval() (or a blanket "
+        "model.train(...) afterwards) - inspecting a model must not change its mode"
+    )
+
+
+class ParameterLeaf(nn.Module):
+    """A leaf whose output is an nn.Parameter: a Tensor subclass, which counts as a tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(3, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.table
+
+
+class WithParameterLeaf(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.lookup = ParameterLeaf()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) @ self.lookup(x)
+
+
+def test_record_output_shapes_counts_tensor_subclasses() -> None:
+    got = kata.record_output_shapes(WithParameterLeaf(), torch.randn(5, 4))
+    expected = {"fc": (5, 3), "lookup": (3, 2)}
+    assert got == expected, (
+        f"expected {expected}, got {got}: 'lookup' returns an nn.Parameter, a Tensor subclass; likely "
+        "cause: `type(output) is Tensor` where isinstance(output, Tensor) is meant"
+    )
+
+
+def test_record_output_shapes_on_the_meta_device() -> None:
+    model = Nested().to("meta")
+    x = torch.empty(5, 4, device="meta")
+    got = on_meta("record_output_shapes(model, x)", lambda: kata.record_output_shapes(model, x))
+    expected = {"block.fc": (5, 6), "block.act": (5, 6), "head": (5, 2)}
+    assert got == expected, (
+        f"on the meta device expected {expected}, got {got}; likely cause: an output's shape read "
+        "through a copy (.cpu(), .numpy()) instead of output.shape"
     )

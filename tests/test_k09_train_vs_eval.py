@@ -1,4 +1,12 @@
-"""Grader for k09_train_vs_eval: eval-mode prediction, restoring every mode flag, and Monte-Carlo dropout."""
+"""Grader for k09_train_vs_eval: eval-mode prediction, restoring every mode flag, and Monte-Carlo dropout.
+
+Device bugs (an output moved to, or built on, the CPU) are caught on the `meta` device, which has no data:
+anything that goes through host memory fails there. The tests taking the `device` fixture repeat the
+numeric checks on a real GPU when there is one.
+"""
+
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -90,6 +98,85 @@ def assert_batchnorm_unchanged(before: dict[str, torch.Tensor], bn: nn.BatchNorm
         )
 
 
+class GraphWatch:
+    """Forward hooks on every submodule of a model (local hooks, removed on exit): each notes whether the
+    submodule's output was recorded by autograd, so a `.detach()` after the forward pass cannot hide it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.recorded: list[str] = []
+        self.handles: list[Any] = []
+
+    def __enter__(self) -> "GraphWatch":
+        for name, module in self.model.named_modules():
+
+            def hook(module: nn.Module, args: object, out: Any, name: str = name or "<root>") -> None:
+                if isinstance(out, torch.Tensor) and (out.requires_grad or out.grad_fn is not None):
+                    self.recorded.append(name)
+
+            self.handles.append(module.register_forward_hook(hook))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def check(self, who: str) -> None:
+        assert not self.recorded, (
+            f"during {who}, autograd recorded a graph: the outputs of these submodules required grad: "
+            f"{sorted(set(self.recorded))}; likely cause: the forward pass ran with grad mode on and the "
+            f"result was detached afterwards (`.detach()` hides the graph, but it was built, activations and "
+            f"all), or parameters were frozen while the input still requires grad. Run the forward passes "
+            f"under torch.no_grad() (or torch.inference_mode())."
+        )
+
+
+def snapshot(model: nn.Module, x: torch.Tensor) -> list[tuple[str, torch.Tensor, bool]]:
+    return [("x", x.detach().clone(), x.requires_grad)] + [
+        (name, p.detach().clone(), p.requires_grad) for name, p in model.named_parameters()
+    ]
+
+
+def assert_unmodified(
+    before: list[tuple[str, torch.Tensor, bool]], model: nn.Module, x: torch.Tensor, who: str
+) -> None:
+    now = dict((name, (t, rg)) for name, t, rg in snapshot(model, x))
+    for name, old, old_rg in before:
+        new, new_rg = now[name]
+        assert new_rg == old_rg, (
+            f"{who} changed `requires_grad` of {name} from {old_rg} to {new_rg}; likely cause: "
+            f"`requires_grad_(False)` used to avoid a graph. That changes the caller's tensors for good: "
+            f"use torch.no_grad(), which changes nothing outside the block."
+        )
+        assert torch.equal(new, old), (
+            f"{who} changed the values of {name}; the caller's tensors must stay as they were"
+        )
+
+
+def call_on_meta(function: Callable[..., Any], *args: Any) -> Any:
+    """Call the kata on meta tensors; an operation that needs data (a copy to the host) is a device bug."""
+    try:
+        return function(*args)
+    except NotImplementedError as exc:
+        if "meta" not in str(exc):
+            raise  # the stub's own NotImplementedError: "not started"
+        pytest.fail(
+            f"{function.__name__} on a model and input on the `meta` device tried to copy data to the host "
+            f"({exc}); likely cause: `.cpu()`, `.tolist()` or `.item()` on a result. Keep the results on "
+            f"the input's device - on a GPU that copy would be a silent slow-down or a wrong device.",
+            pytrace=False,
+        )
+    except RuntimeError as exc:
+        if "device" not in str(exc):
+            raise
+        pytest.fail(
+            f"{function.__name__} mixed devices for a model and input on the `meta` device: {exc}; likely "
+            f"cause: a tensor created without `device=` (it lands on the CPU), e.g. `torch.zeros(shape)` "
+            f"instead of `torch.zeros_like(out)`.",
+            pytrace=False,
+        )
+
+
 def assert_flags_restored(before: dict[str, bool], after: dict[str, bool], who: str) -> None:
     changed = {name: (before[name], after[name]) for name in before if before[name] != after[name]}
     assert not changed, (
@@ -139,6 +226,65 @@ def test_predict_records_no_graph() -> None:
         f"grad_fn={out.grad_fn}; likely cause: eval() alone does not turn off autograd - run the forward "
         f"pass under torch.no_grad() (or torch.inference_mode())."
     )
+
+
+def test_predict_builds_no_graph_along_the_way() -> None:
+    net = make_net().train()
+    x = torch.randn(6, 4, requires_grad=True)
+    with GraphWatch(net) as watch:
+        out = kata.predict(net, x)
+    watch.check("predict")
+    assert not out.requires_grad and out.grad_fn is None, (
+        f"for an input that requires grad, the output still must not: got requires_grad={out.requires_grad}"
+    )
+
+
+def test_predict_leaves_the_input_and_the_parameters_alone() -> None:
+    net = make_net().train()
+    for requires_grad in (True, False):
+        x = torch.randn(6, 4, requires_grad=requires_grad)
+        before = snapshot(net, x)
+        kata.predict(net, x)
+        assert_unmodified(before, net, x, "predict")
+
+
+def test_predict_leaves_grad_mode_as_it_was() -> None:
+    net = make_net().train()
+    with torch.no_grad():
+        kata.predict(net, torch.randn(6, 4))
+        still_off = not torch.is_grad_enabled()
+    assert still_off, (
+        "predict was called with grad mode off and switched it on; likely cause: "
+        "`torch.set_grad_enabled(False)` ... `torch.set_grad_enabled(True)` instead of a "
+        "`with torch.no_grad():` block, which puts back whatever mode it found."
+    )
+    kata.predict(net, torch.randn(6, 4))
+    assert torch.is_grad_enabled(), "predict was called with grad mode on and left it off"
+
+
+def test_predict_keeps_the_output_on_the_models_device() -> None:
+    net = make_net().train().to("meta")
+    out = call_on_meta(kata.predict, net, torch.randn(6, 4, device="meta"))
+    assert isinstance(out, torch.Tensor) and out.device.type == "meta" and out.shape == (6, 3), (
+        f"for a model and input on the `meta` device, expected a (6, 3) output on `meta`, got "
+        f"{type(out).__name__} {getattr(out, 'device', '')} {tuple(getattr(out, 'shape', ()))}; likely "
+        f"cause: the output is moved to (or built on) the CPU."
+    )
+
+
+class Failing(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise KeyError("raised by the model's forward pass")
+
+
+def test_predict_restores_flags_when_the_forward_pass_raises() -> None:
+    net = make_nested_net()
+    net.append(Failing())
+    set_pattern(net, "training, frozen batchnorm")
+    before = flags(net)
+    with pytest.raises(KeyError, match="raised by the model's forward pass"):
+        kata.predict(net, torch.randn(5, 4))
+    assert_flags_restored(before, flags(net), "predict whose model(x) raised (flags restore in a `finally`)")
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
@@ -201,6 +347,22 @@ def test_evaluating_restores_flags_after_an_exception() -> None:
         f"after an exception inside `with evaluating(model):` the flags were {after}, expected {before}; "
         f"likely cause: the restoring code runs only when the block finishes normally - put it in a "
         f"`finally:` around the `yield`."
+    )
+
+
+def test_evaluating_restores_flags_changed_inside_the_block() -> None:
+    net = make_nested_net()
+    set_pattern(net, "eval, one dropout training")
+    before = flags(net)
+    with kata.evaluating(net):
+        net.train()  # the block may change modes, e.g. a training step run inside an evaluation helper
+        net[1].eval()
+    after = flags(net)
+    changed = {name: (before[name], after[name]) for name in before if before[name] != after[name]}
+    assert not changed, (
+        f"the block changed some flags, and on exit these were not put back (name: (on entry, after)): "
+        f"{changed}; likely cause: restoring only the modules that were training (setting `True` back) "
+        f"and assuming the rest are still in eval. Set every recorded flag back, whatever its value."
     )
 
 
@@ -329,6 +491,114 @@ def test_mc_dropout_predict_records_no_graph() -> None:
     assert not mean.requires_grad and not std.requires_grad, (
         f"expected mean and std without an autograd graph, got requires_grad={mean.requires_grad} and "
         f"{std.requires_grad}; likely cause: the forward passes did not run under torch.no_grad()."
+    )
+
+
+def test_mc_dropout_predict_builds_no_graph_along_the_way() -> None:
+    net, _ = make_mc_net()
+    with GraphWatch(net) as watch:
+        mean, std = kata.mc_dropout_predict(net, torch.randn(6, 4, requires_grad=True), 3)
+    watch.check("mc_dropout_predict")
+    assert not mean.requires_grad and not std.requires_grad, (
+        "for an input that requires grad, mean and std still must not require grad"
+    )
+
+
+def test_mc_dropout_predict_leaves_the_input_and_the_parameters_alone() -> None:
+    net, _ = make_mc_net()
+    x = torch.randn(6, 4, requires_grad=True)
+    before = snapshot(net, x)
+    with torch.no_grad():
+        kata.mc_dropout_predict(net, x, 3)
+        still_off = not torch.is_grad_enabled()
+    assert_unmodified(before, net, x, "mc_dropout_predict")
+    assert still_off, (
+        "mc_dropout_predict was called with grad mode off and switched it on; likely cause: "
+        "torch.set_grad_enabled(True) at the end instead of a `with torch.no_grad():` block."
+    )
+
+
+def test_mc_dropout_predict_keeps_the_results_on_the_models_device() -> None:
+    net, _ = make_mc_net()
+    net.to("meta")
+    got = call_on_meta(kata.mc_dropout_predict, net, torch.randn(6, 4, device="meta"), 3)
+    devices = [
+        (t.device.type, tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__ for t in got
+    ]
+    assert devices == [("meta", (6, 3)), ("meta", (6, 3))], (
+        f"for a model and input on the `meta` device, expected mean and std of shape (6, 3) on `meta`, got "
+        f"(device, shape) = {devices}; likely cause: the samples or the results moved to, or were "
+        f"accumulated on, the CPU."
+    )
+
+
+class Noise(nn.Dropout):
+    """A dropout subclass whose name does not say so."""
+
+
+class FeatureNoise(nn.Dropout2d):
+    pass
+
+
+class DropoutFree(nn.Module):
+    """Not a dropout module, whatever its name says: must stay in eval mode; notes its flag on each pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.modes: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.modes.append(self.training)
+        return x
+
+
+@pytest.mark.parametrize(
+    ("dropout", "shape"),
+    [(Noise, (6, 8)), (FeatureNoise, (6, 4, 3, 3))],
+    ids=["Noise(nn.Dropout)", "FeatureNoise(nn.Dropout2d)"],
+)
+def test_mc_dropout_predict_switches_dropout_subclasses_on(
+    dropout: type[nn.Module], shape: tuple[int, ...]
+) -> None:
+    free = DropoutFree()
+    net = nn.Sequential(free, dropout(0.5)).eval()
+    _, std = kata.mc_dropout_predict(net, torch.randn(shape), 8)
+    assert bool((std != 0).any()), (
+        f"every sample came out the same for a model with {dropout.__name__}, a subclass of "
+        f"{dropout.__mro__[1].__name__}; likely cause: an exact type test (`type(m) is nn.Dropout`, "
+        f"`type(m) in DROPOUT_TYPES`) or a test on the class name. Subclasses count: "
+        f"isinstance(m, DROPOUT_TYPES)."
+    )
+    assert free.modes and not any(free.modes), (
+        f"{type(free).__name__} is not a dropout module (it only has 'Dropout' in its name), yet it ran "
+        f"in train mode; likely cause: choosing modules by their class name."
+    )
+
+
+@pytest.mark.parametrize("where", ["the model itself", "a grandchild"])
+def test_mc_dropout_predict_finds_dropout_at_any_depth(where: str) -> None:
+    if where == "the model itself":
+        net: nn.Module = nn.Dropout(0.5)
+    else:
+        net = nn.Sequential(nn.Identity(), nn.Sequential(nn.Identity(), nn.Dropout(0.5)))
+    net.eval()
+    _, std = kata.mc_dropout_predict(net, torch.randn(6, 8), 8)
+    assert bool((std != 0).any()), (
+        f"every sample came out the same when the dropout module is {where}; likely cause: looking only "
+        f"at `model.children()` (one level, without the model itself). `model.modules()` visits the "
+        f"model and every descendant."
+    )
+
+
+def test_mc_dropout_predict_restores_flags_when_a_forward_pass_raises() -> None:
+    net = make_nested_net()
+    net.append(Failing())
+    set_pattern(net, "training, frozen batchnorm")
+    before = flags(net)
+    with pytest.raises(KeyError, match="raised by the model's forward pass"):
+        kata.mc_dropout_predict(net, torch.randn(5, 4), 2)
+    assert_flags_restored(
+        before, flags(net), "mc_dropout_predict whose model(x) raised (restore in a `finally`)"
     )
 
 

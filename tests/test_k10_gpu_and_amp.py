@@ -2,10 +2,13 @@
 
 Everything runs on CPU (bfloat16 autocast, a CPU GradScaler, the `meta` device for movement, faked device
 availability); the tests marked `cuda` repeat the float16 path, movement and the GPU summary on a real GPU.
+Only those can catch a step that ignores `device_type` (a hard-coded `torch.autocast("cpu")`): on a machine
+without CUDA, `torch.autocast("cuda")` disables itself, so there is no CPU stand-in for it.
 """
 
 import copy
-from collections import namedtuple
+from collections import OrderedDict, namedtuple
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
@@ -23,6 +26,16 @@ kata = load_kata("k10_gpu_and_amp")
 
 AMP_DTYPE = {"cpu": torch.bfloat16, "cuda": torch.float16}
 LR = 0.1
+
+
+@pytest.fixture(autouse=True)
+def close_leaked_autocast() -> Iterator[None]:
+    """Autocast left enabled by one test must not reach the next (the test that catches it says so)."""
+    yield
+    for device_type, dtype in AMP_DTYPE.items():
+        if torch.is_autocast_enabled(device_type):
+            torch.set_autocast_enabled(device_type, False)
+        torch.set_autocast_dtype(device_type, dtype)
 
 
 # ------------------------------------------------------------------------------------------------ best_device
@@ -192,6 +205,60 @@ def test_move_to_leaves_the_input_untouched() -> None:
     assert moved is not batch, "move_to returned the input dict itself; it should return a new dict"
 
 
+def test_move_to_counts_dict_and_list_subclasses() -> None:
+    class Row(list):  # a list subclass is the point of the test
+        pass
+
+    obj = OrderedDict(a=torch.ones(2), rows=Row([torch.zeros(3), "tag"]))
+    moved = kata.move_to(obj, "meta")
+    assert isinstance(moved, dict) and moved is not obj, (
+        f"expected a new dict for an OrderedDict, got {type(moved).__name__}"
+        f"{' (the input itself)' if moved is obj else ''}; likely cause: an exact type test "
+        f"(`type(obj) is dict`) that skips subclasses - isinstance(obj, dict) counts them."
+    )
+    rows = moved.get("rows")
+    assert isinstance(rows, list) and rows is not obj["rows"], (
+        f"expected a new list for a list subclass, got {type(rows).__name__}; likely cause: `type(obj) is "
+        f"list` instead of isinstance(obj, list)."
+    )
+    devices = [moved["a"].device.type, getattr(rows[0], "device", torch.device("cpu")).type]
+    assert devices == ["meta", "meta"] and rows[1] == "tag", (
+        f"the tensors inside an OrderedDict and a list subclass should be on 'meta', they are on {devices}"
+    )
+
+
+def test_move_to_leaves_the_input_tensors_alone() -> None:
+    grad_leaf = torch.randn(3, requires_grad=True)
+    plain = torch.arange(4.0)
+    batch = {"w": grad_leaf, "xs": [plain]}
+    before = [(t.detach().clone(), t.requires_grad) for t in (grad_leaf, plain)]
+    kata.move_to(batch, "meta")
+    for (old, requires_grad), t, name in zip(before, (grad_leaf, plain), ("w", "xs[0]"), strict=True):
+        assert t.device.type == "cpu" and t.requires_grad == requires_grad and torch.equal(t, old), (
+            f"the input tensor {name} changed: now on {t.device}, requires_grad={t.requires_grad} (was "
+            f"cpu, {requires_grad}); likely cause: moving or detaching the caller's tensor in place "
+            f"(`t.data = ...`, `t.requires_grad_(False)`) instead of returning `t.to(device)`."
+        )
+
+
+def test_move_to_never_goes_through_host_memory() -> None:
+    # Tensors already on `meta` hold no data: `.numpy()`, `.tolist()` or `torch.tensor(...)` cannot copy them,
+    # exactly the code that silently round-trips a GPU tensor through the CPU.
+    batch = {"x": torch.empty(2, 3, device="meta"), "pair": Pair(torch.empty(2, device="meta"), 1)}
+    try:
+        moved = kata.move_to(batch, "meta")
+    except (TypeError, RuntimeError, NotImplementedError) as exc:
+        if isinstance(exc, NotImplementedError) and "meta" not in str(exc):
+            raise  # the stub's own NotImplementedError: "not started"
+        pytest.fail(
+            f"move_to on tensors that are on the `meta` device failed: {type(exc).__name__}: {exc}; likely "
+            f"cause: the tensor goes through host memory (`.numpy()`, `.tolist()`, `torch.tensor(...)`), "
+            f"which fails for a GPU tensor too. `tensor.to(device)` moves it from any device.",
+            pytrace=False,
+        )
+    check_moved(batch, moved, "meta")
+
+
 def test_move_to_returns_other_objects_as_they_are() -> None:
     marker = object()
     for leaf in (3, 2.5, "a string", "", None, marker, b"bytes", range(3)):
@@ -250,10 +317,18 @@ class Probe(nn.Module):
         self.device_type = device_type
         self.seen: list[tuple[bool, torch.dtype]] = []
 
+        self.backward_under_autocast: list[bool] = []
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         enabled = torch.is_autocast_enabled(self.device_type)
         self.seen.append((enabled, torch.get_autocast_dtype(self.device_type)))
-        return self.body(x)
+        out = self.body(x)
+        if out.requires_grad:  # note, during backward, whether autocast is still on
+            out.register_hook(self._note_backward)
+        return out
+
+    def _note_backward(self, grad: torch.Tensor) -> None:
+        self.backward_under_autocast.append(torch.is_autocast_enabled(self.device_type))
 
 
 def make_problem(device: torch.device) -> tuple[Probe, torch.optim.Optimizer, torch.Tensor, torch.Tensor]:
@@ -411,6 +486,66 @@ def test_amp_train_step_goes_through_the_scaler(
         f"expected the scaler to be used as scale(loss) -> step(optimizer) -> update(), saw the calls "
         f"{calls}; likely cause: loss.backward() and optimizer.step() called directly, bypassing the scaler."
     )
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["scaler enabled", "scaler disabled"])
+def test_amp_train_step_autocasts_only_the_forward_pass_and_the_loss(
+    device: torch.device, monkeypatch: pytest.MonkeyPatch, enabled: bool
+) -> None:
+    model, optimizer, x, y = make_problem(device)
+    scaler = torch.amp.GradScaler(device.type, enabled=enabled)
+    under_autocast: dict[str, list[bool]] = {"optimizer.step": [], "scaler.step": [], "scaler.update": []}
+    optimizer.register_step_pre_hook(
+        lambda *_: under_autocast["optimizer.step"].append(torch.is_autocast_enabled(device.type))
+    )
+    for name in ("step", "update"):
+        original = getattr(scaler, name)
+
+        def spy(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
+            under_autocast[f"scaler.{_name}"].append(torch.is_autocast_enabled(device.type))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(scaler, name, spy)
+    kata.amp_train_step(model, optimizer, scaler, x, y, device.type)
+    under_autocast["backward"] = model.backward_under_autocast
+    missing = [name for name, seen in under_autocast.items() if not seen]
+    assert not missing, f"these parts of the step never ran: {missing}"
+    inside = [name for name, seen in under_autocast.items() if any(seen)]
+    assert not inside, (
+        f"these ran while autocast was still on: {inside}; likely cause: backward and the optimizer step "
+        f"indented inside the `with torch.autocast(...)` block. Autocast wraps the forward pass and the loss "
+        f"only: backward already runs each op in the dtype its forward pass used, and the update must see "
+        f"float32 gradients and parameters. Close the block before `scaler.scale(loss).backward()`."
+    )
+
+
+def test_amp_train_step_leaves_no_autocast_enabled(device: torch.device) -> None:
+    model, optimizer, x, y = make_problem(device)
+    kata.amp_train_step(model, optimizer, torch.amp.GradScaler(device.type), x, y, device.type)
+    left_on = [kind for kind in AMP_DTYPE if torch.is_autocast_enabled(kind)]
+    assert not left_on, (
+        f"after amp_train_step returned, autocast was still enabled for {left_on}; likely cause: "
+        f"`torch.autocast(...).__enter__()` or `torch.set_autocast_enabled(...)` without the matching exit. "
+        f"Use `with torch.autocast(...):` so that it closes, even on an exception."
+    )
+
+
+def test_amp_train_step_keeps_float32_parameters_and_leaves_the_batch_alone(device: torch.device) -> None:
+    model, optimizer, x, y = make_problem(device)
+    before = [(name, t.clone(), t.dtype, t.requires_grad) for name, t in (("x", x), ("y", y))]
+    kata.amp_train_step(model, optimizer, torch.amp.GradScaler(device.type), x, y, device.type)
+    dtypes = {name: p.dtype for name, p in model.named_parameters() if p.dtype != torch.float32}
+    assert not dtypes, (
+        f"after the step these parameters are no longer float32: {dtypes}; likely cause: casting the model "
+        f"(`model.half()`, `model.to(torch.bfloat16)`) instead of letting autocast cast inside each op. "
+        f"With mixed precision the weights (and the optimizer's update) stay float32."
+    )
+    for (name, old, dtype, requires_grad), t in zip(before, (x, y), strict=True):
+        assert t.dtype == dtype and t.requires_grad == requires_grad and torch.equal(t, old), (
+            f"the caller's {name} changed: dtype {dtype} -> {t.dtype}, requires_grad {requires_grad} -> "
+            f"{t.requires_grad}, values equal: {torch.equal(t.float(), old.float())}; likely cause: an "
+            f"in-place cast or write on the batch. Cast copies (`.float()`), never the caller's tensor."
+        )
 
 
 @pytest.mark.cuda
