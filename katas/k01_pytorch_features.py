@@ -2,6 +2,8 @@
 
 Interview question: What is PyTorch and what are its main features?
 
+Difficulty 1/5, about 25 minutes.
+
 The idea
 ========
 PyTorch is an open-source deep-learning library, started at Meta AI and now governed by the

@@ -12,11 +12,15 @@ step uses the sum of all gradients so far.
 The optimizers differ in how they turn a gradient into a step:
 - SGD: `p -= lr * g`. With momentum it keeps a per-parameter "velocity" buffer, `buf = momentum * buf + g`,
   and steps along `buf`, which smooths noise and speeds travel along consistent directions.
-- RMSprop / Adagrad: divide each coordinate by a running size of its past gradients (an average of
-  squares for RMSprop, a growing sum for Adagrad), so every parameter gets its own effective step size.
-- Adam: momentum (a first moment) plus RMSprop-style scaling (a second moment), both bias-corrected.
-- AdamW: Adam whose weight decay is decoupled: it shrinks `p` directly (`p -= lr * wd * p`) instead of
-  adding `wd * p` to the gradient, where Adam's adaptive scaling would water it down.
+- RMSprop / Adagrad: divide each coordinate's gradient by the square root of a running record of its
+  squared gradients (plus a small eps): an exponential moving average of `g**2` for RMSprop
+  (`v = alpha * v + (1 - alpha) * g**2`), a sum of every `g**2` so far for Adagrad, whose effective step
+  sizes therefore only ever shrink. Every parameter gets its own effective step size,
+  `lr / (sqrt(v) + eps)`.
+- Adam: momentum (a first moment, the moving average of `g`) plus RMSprop-style scaling (a second moment,
+  the moving average of `g**2`), both bias-corrected.
+- AdamW: Adam with DECOUPLED weight decay: it shrinks `p` directly (`p -= lr * wd * p`, torch's default
+  `wd` is 0.01) apart from the adaptive step, instead of adding `wd * p` to the gradient.
 
 Per-optimizer state (momentum buffers, moments) lives in `optimizer.state[p]`; hyperparameters live in
 `optimizer.param_groups`, a list of dicts, so different parts of a model can have different settings.
@@ -32,10 +36,23 @@ What interviewers probe
   for. Epoch-based schedules (StepLR, CosineAnnealingLR with T_max in epochs) are stepped once per epoch;
   calling them per batch decays the learning rate len(batches) times too fast. Per-batch schedules
   (OneCycleLR, warm-up) are stepped per batch.
-- SGD momentum vs Adam vs AdamW: momentum averages gradients, Adam also rescales per coordinate, and
-  AdamW's decoupled weight decay is true L2 shrinkage of the weights, whereas Adam(weight_decay=...) adds
-  an L2 term to the gradient that the adaptive denominator then rescales. In torch, SGD's weight decay is
-  added to the gradient BEFORE momentum.
+- SGD momentum vs Adam vs AdamW: momentum averages gradients, Adam also rescales per coordinate.
+  `Adam(weight_decay=...)` (like SGD's, RMSprop's and Adagrad's `weight_decay`) is L2 regularisation:
+  it adds `wd * p`, the gradient of the penalty `wd/2 * ||p||**2`, to the gradient, so the decay is
+  COUPLED to the gradient and goes through the moments and the adaptive denominator: coordinates with a
+  large gradient history are regularised less. AdamW's decoupled weight decay shrinks every weight by
+  the same factor `(1 - lr * wd)` outside the adaptive step. For plain SGD without momentum the two are
+  the same update, `p -= lr * (g + wd * p)`; through momentum or an adaptive denominator they differ, and
+  for adaptive methods no L2 penalty reproduces AdamW's decay. Recent torch also spells AdamW
+  `Adam(..., decoupled_weight_decay=True)`. In torch, SGD's weight decay is added to the gradient BEFORE
+  momentum.
+- State aliasing: an optimizer's state must be its own memory. A momentum buffer that IS `p.grad` (kept
+  without a copy) is wiped by `zero_grad(set_to_none=False)`, which zeroes `.grad` in place, and grows
+  with every accumulated `backward()`; with `set_to_none=True` (the default) the bug hides.
+- Device: `loss.item()` works wherever the loss lives; `loss.numpy()` fails for a CUDA tensor (it needs
+  `.cpu()` first), and a state tensor built with `torch.zeros(p.shape)` lands on the CPU in the default
+  dtype whatever `p` is (`torch.zeros_like(p)` or `g.clone()` follow `p`). The grader checks the state's
+  device on the `meta` device; a CUDA-only bug such as `.numpy()` is caught only when it runs on a GPU.
 
 Your tasks
 ==========
@@ -87,8 +104,11 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y:
     """One optimisation step of `model` on the batch `(x, y)` with the mean squared error.
 
     The loss is the mean over ALL elements of `(model(x) - y) ** 2` (what `nn.MSELoss()` computes).
-    The step computes the gradients of that loss and calls `optimizer.step()` once. Gradients left on
-    the parameters by earlier calls play no part in this step's update.
+    The step computes the gradients of that loss and calls `optimizer.step()` once. Gradients already on
+    the parameters when it is called (left by earlier calls, or by any other `backward()`) play no part in
+    this step's update. Works with any `torch.optim.Optimizer` over `model`'s parameters, and with `model`,
+    `x` and `y` on any one device (CPU or CUDA). `x` and `y` are left as they were: values and
+    `requires_grad` unchanged.
 
     Returns this step's loss, measured BEFORE the update, as a Python `float` (not a tensor).
     """
@@ -105,7 +125,8 @@ def train(
     """Train for `epochs` epochs over `batches`, a list of `(x, y)` pairs, and return the loss history.
 
     Every epoch runs `train_step(model, optimizer, x, y)` on each batch, in list order, and only then
-    calls `scheduler.step()` exactly once (the schedule here counts epochs, not batches).
+    calls `scheduler.step()` exactly once (the schedule here counts epochs, not batches). `batches` is
+    left as it was: not reordered or shuffled, its tensors unchanged.
 
     Returns a list of `epochs` Python floats: for each epoch, the plain mean of the losses that its
     `train_step` calls returned (every batch counts once, whatever its size). `epochs=0` returns `[]`.
@@ -125,8 +146,11 @@ class MomentumSGD(torch.optim.Optimizer):
         buf = momentum * buf + g       on every later one
         p  -= lr * buf
 
-    `buf` is kept per parameter in `self.state[p]`. Parameters whose `.grad` is None are skipped entirely:
-    neither they nor their buffers change.
+    `buf` is kept per parameter in `self.state[p]`, with `p`'s shape, dtype and device. Parameters whose
+    `.grad` is None are skipped entirely: neither they nor their buffers change. The updates match
+    `torch.optim.SGD` however the caller clears gradients between steps: `zero_grad()` with
+    `set_to_none=True` or `False` (in place), or not at all (gradients accumulated over several
+    `backward()` calls, or carried over from the last step).
     """
 
     def __init__(
@@ -150,6 +174,7 @@ class MomentumSGD(torch.optim.Optimizer):
         If `closure` is given, call it first, with gradient tracking enabled (it typically zeroes the
         gradients, recomputes the loss, calls `backward()` and returns the loss), then update using the
         gradients it produced. Returns what the closure returned, or None when there is no closure.
-        The updates themselves must not be recorded by autograd.
+        The updates themselves must not be recorded by autograd (no operation of `step` outside the
+        closure builds a graph), and every `.grad` is left exactly as the step found it.
         """
         raise NotImplementedError  # TODO: replace this line with your implementation

@@ -2,6 +2,8 @@
 
 Interview question: What is the difference between model.train() and model.eval()?
 
+Difficulty 2/5, about 30 minutes, after katas 4 and 6.
+
 The idea
 ========
 Every `nn.Module` owns one boolean, `training`. `module.train(mode=True)` writes it on the module and on

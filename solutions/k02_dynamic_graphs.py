@@ -2,6 +2,8 @@
 
 Interview question: What is the difference between PyTorch and TensorFlow?
 
+Difficulty 2/5, about 35 minutes, after kata 1.
+
 The idea
 ========
 The deepest difference is *when the graph exists*. TensorFlow 1 was define-and-run: you first

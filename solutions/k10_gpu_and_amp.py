@@ -2,6 +2,8 @@
 
 Interview question: How does PyTorch handle GPU computation?
 
+Difficulty 3/5, about 35 minutes, after katas 3 and 7.
+
 The idea
 ========
 Every tensor lives on exactly one device (`t.device`: cpu, cuda:0, mps, ...) and an operation runs on the
