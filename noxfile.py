@@ -287,6 +287,12 @@ def compare(session: nox.Session) -> None:
 
 
 @nox.session(python=False)
+def explain(session: nox.Session) -> None:
+    """Model answers to kata 4's interview question and follow-ups: `nox -s explain -- 4` (asks until green)."""
+    harness(session, "explain")
+
+
+@nox.session(python=False)
 def reset(session: nox.Session) -> None:
     """Restore kata 4's pristine stub after backing your file up to .katas-backup/: `nox -s reset -- 4`."""
     harness(session, "reset")
@@ -316,6 +322,7 @@ def verify(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("python", "-m", "kata_harness.stubgen", "--check")
+    session.run("python", "-m", "kata_harness.explain", "--check")  # every follow-up has its answer
     with tempfile.TemporaryDirectory(prefix="katas-verify-") as tmp:
         for seed in ("1", "2"):  # two different random orders: no test may depend on another
             results = f"{tmp}/solutions-{seed}.json"

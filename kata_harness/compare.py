@@ -17,12 +17,10 @@ from dataclasses import dataclass
 from kata_harness.catalog import KataInfo
 from kata_harness.source import display_path
 from kata_harness.workflow import (
-    GradingUnavailable,
     OneLineParser,
     SourceUnreadable,
+    confirmed,
     fail,
-    failures,
-    grade,
     learner_file,
     missing_message,
     number,
@@ -31,7 +29,6 @@ from kata_harness.workflow import (
     select,
 )
 
-PROMPT = "The kata does not pass yet; show the reference anyway? [y/N] "
 _HUNK = re.compile(r"^@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@")
 
 
@@ -175,28 +172,6 @@ def whole_file_diff(kata: KataInfo, mine_text: str, reference_text: str) -> list
     )
 
 
-def confirmed(kata: KataInfo) -> tuple[bool, str]:
-    """(show?, why not): grade the kata; if it fails, ask on a terminal, refuse elsewhere."""
-    print(paint(f"grading kata {number(kata)} before showing its reference...", "dim"), flush=True)
-    try:
-        records = grade(kata, stop_at_first_failure=True)
-    except GradingUnavailable as error:
-        status = f"cannot tell whether kata {number(kata)} passes ({error})"
-    else:
-        failing = [record for record in failures(records) if record["outcome"] != "not run"]
-        if not failing:
-            return True, ""
-        status = f"kata {number(kata)} does not pass yet ({failing[0]['name']} fails)"
-    if not sys.stdin.isatty():
-        return False, f"{status}: finish it first, or add --peek to see the reference anyway"
-    print(status + ".")
-    try:
-        answer = input(PROMPT)
-    except EOFError:
-        answer = ""
-    return answer.strip().lower() in ("y", "yes"), "not shown: the reference stays a surprise"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="compare", description=__doc__.splitlines()[0])
     parser.add_argument("kata", help='the kata: "4", "k04" or "k04_autograd"')
@@ -214,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     except SourceUnreadable as error:
         return fail(str(error))
     if not args.peek:
-        show, why_not = confirmed(kata)
+        show, why_not = confirmed(kata, "the reference")
         if not show:
             return fail(why_not)
 

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from kata_harness.catalog import KataInfo, all_katas
+from kata_harness.progress import DONE, read_progress_or_empty
 from kata_harness.source import display_path
 from kata_harness.workflow import (
     HINT_STATE,
     HINTS,
-    REPO_ROOT,
     GradingUnavailable,
     OneLineParser,
     SourceUnreadable,
@@ -43,7 +43,6 @@ except ModuleNotFoundError:  # Python 3.10: nox itself depends on tomli there
     import tomli as tomllib  # type: ignore[no-redef]
 
 LEVELS = (("nudge", "a nudge"), ("api", "the API to reach for"), ("shape", "the shape of the solution"))
-PROGRESS_FILE = REPO_ROOT / ".katas-progress.json"
 
 
 class HintsMissing(Exception):
@@ -291,13 +290,10 @@ def show_all(kata: KataInfo, hints: dict[str, dict[str, str]]) -> None:
 
 def default_kata() -> KataInfo | None:
     """The first kata the last `nox -s check` did not see done, when a learner names none."""
-    try:
-        progress = json.loads(PROGRESS_FILE.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    progress = read_progress_or_empty()
+    if not progress:
         return None
-    if not isinstance(progress, dict):
-        return None
-    return next((kata for kata in all_katas() if progress.get(kata.name) != "done"), None)
+    return next((kata for kata in all_katas() if progress.get(kata.name) != DONE), None)
 
 
 def main(argv: list[str] | None = None) -> int:

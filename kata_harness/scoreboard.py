@@ -183,14 +183,19 @@ class Scoreboard:
         katas = {kata.name: kata for kata in all_katas()}
         tr = terminalreporter
         tr.write_sep("=", "kata scoreboard", bold=True)
-        tr.write_line(f" {'#':<3} {'kata':<44} {'tests':>7}   {'status':<12} last run")
+        tr.write_line(
+            f" {'#':<3} {'kata':<40} {'level':>5} {'min':>4} {'tests':>7}   {'status':<12} last run"
+        )
         for name in sorted(self.scores):
             score = self.scores[name]
             info = katas.get(name)
             title = info.title if info else name
             tests = f"{score.passed}/{score.graded}"
             last = self.previous.get(name, "")
-            row = f" {name[1:3]:<3} {title[:44]:<44} {tests:>7}   {score.status:<12} {last}"
+            level = f"{info.difficulty}/5" if info and info.difficulty else ""
+            minutes = str(info.minutes) if info and info.minutes else ""
+            row = f" {name[1:3]:<3} {title[:40]:<40} {level:>5} {minutes:>4} {tests:>7}   {score.status:<12}"
+            row += f" {last}"
             tr.write_line(row, **{STATUS_COLOURS[score.status]: True})
             if score.status == BROKEN:
                 tr.write_line(f"     {score.failures[0].message}", red=True)
@@ -232,8 +237,15 @@ class Scoreboard:
             return
         if unfinished is None:
             number = kata_number(scores[0].name) if len(scores) == 1 else "N"
-            tr.write_line(f"every graded kata passes - see the reference: nox -s compare -- {number}")
-            later = [k for k in katas.values() if k.name not in self.scores and previous.get(k.name) != DONE]
+            tr.write_line(
+                f"every graded kata passes - answer its questions out loud, then check: nox -s explain -- "
+                f"{number}; see the reference: nox -s compare -- {number}"
+            )
+            done = {k.name for k in katas.values() if previous.get(k.name) == DONE}
+            done |= {s.name for s in scores if s.status == DONE}
+            numbers_done = {k.number for k in katas.values() if k.name in done}
+            later = [k for k in katas.values() if k.name not in done]
+            later.sort(key=lambda k: not set(k.after) <= numbers_done)  # ready ones first, in number order
             if later:
                 number = kata_number(later[0].name)
                 tr.write_line(f"next: kata {number} ({later[0].title}): nox -s check -- {number}", bold=True)

@@ -164,3 +164,30 @@ def select(selector: str) -> KataInfo:
         return find_kata(selector)
     except UnknownKata as error:
         raise SystemExit(fail(str(error), 2)) from None
+
+
+def prompt(what: str) -> str:
+    return f"The kata does not pass yet; show {what} anyway? [y/N] "
+
+
+def confirmed(kata: KataInfo, what: str) -> tuple[bool, str]:
+    """(show `what`?, why not): grade the kata; if it fails, ask on a terminal, refuse elsewhere. The spoiler
+    guard of `compare` (what = "the reference") and `explain` (what = "the model answers")."""
+    print(paint(f"grading kata {number(kata)} before showing {what}...", "dim"), flush=True)
+    try:
+        records = grade(kata, stop_at_first_failure=True)
+    except GradingUnavailable as error:
+        status = f"cannot tell whether kata {number(kata)} passes ({error})"
+    else:
+        failing = [record for record in failures(records) if record["outcome"] != "not run"]
+        if not failing:
+            return True, ""
+        status = f"kata {number(kata)} does not pass yet ({failing[0]['name']} fails)"
+    if not sys.stdin.isatty():
+        return False, f"{status}: finish it first, or add --peek to see {what} anyway"
+    print(status + ".")
+    try:
+        answer = input(prompt(what))
+    except EOFError:
+        answer = ""
+    return answer.strip().lower() in ("y", "yes"), f"not shown: {what} stay a surprise"

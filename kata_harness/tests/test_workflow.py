@@ -401,14 +401,13 @@ def test_compare_names_the_kata_as_the_open_file_does(repo: Path, name: str) -> 
 
 def test_compare_asks_on_a_terminal_and_obeys_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     failing = [{"name": "test_x", "nodeid": "t::test_x", "outcome": "failed", "message": "", "names": []}]
-    monkeypatch.setattr(compare, "grade", lambda kata, **_: failing)
+    monkeypatch.setattr(workflow, "grade", lambda kata, **_: failing)
     monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
     asked = []
     for answer, shown in [("y", True), ("", False), ("no", False)]:
         monkeypatch.setattr("builtins.input", lambda prompt, answer=answer: asked.append(prompt) or answer)
-        assert compare.confirmed(find_kata(KATA))[0] is shown
-    assert asked == [compare.PROMPT] * 3
-    assert compare.PROMPT == "The kata does not pass yet; show the reference anyway? [y/N] "
+        assert workflow.confirmed(find_kata(KATA), "the reference")[0] is shown
+    assert asked == ["The kata does not pass yet; show the reference anyway? [y/N] "] * 3
 
 
 # --- reset --------------------------------------------------------------------------------------------
