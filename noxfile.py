@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import nox
 
@@ -29,30 +33,222 @@ PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 VENV_PARAMS = ["--system-site-packages"] if os.environ.get("KATAS_SYSTEM_SITE_PACKAGES") == "1" else []
 
 
+# Which torch build to install: "auto" (the default) takes PyTorch's CPU wheels on a Linux machine without an
+# NVIDIA driver, where PyPI's torch is a CUDA build of several GB; "cpu" always takes the CPU wheels;
+# "cuda" (or "pypi") installs torch the way pip is set up to, with no extra index.
+TORCH_ENV = "KATAS_TORCH"
+TORCH_CHOICES = ("auto", "cpu", "cuda", "pypi")
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# Signs of an NVIDIA driver besides `nvidia-smi` on PATH: its kernel module, and WSL 2's nvidia-smi.
+NVIDIA_FILES = (Path("/proc/driver/nvidia/version"), Path("/usr/lib/wsl/lib/nvidia-smi"))
+# pip settings that already say where packages come from: "auto" then leaves torch to them.
+PIP_SOURCES = ("constraint", "index-url", "extra-index-url", "find-links", "no-index")
+VENV_STAMP = ".katas-venv"  # what built the venv: venv_identity()
+INSTALL_STAMP = ".katas-installed"  # what was installed into it
+
+
+def torch_choice() -> str:
+    return os.environ.get(TORCH_ENV, "").strip().lower() or "auto"
+
+
+def venv_identity() -> dict[str, Any]:
+    """What a venv built now is made of: the Python nox runs on (virtualenv builds on its base install,
+    whichever venv or pipx holds nox itself) and the venv options."""
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return {"python": python, "base": sys.base_prefix, "venv_params": VENV_PARAMS}
+
+
+def _pyvenv_identity(location: Path) -> dict[str, Any] | None:
+    """venv_identity() as far as pyvenv.cfg tells it, for a venv built before VENV_STAMP existed."""
+    try:
+        lines = (location / "pyvenv.cfg").read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    config = {key.strip(): value.strip() for key, _, value in (line.partition("=") for line in lines)}
+    version = config.get("version") or ".".join(config.get("version_info", "").split(".")[:3])
+    system = config.get("include-system-site-packages", "").lower() == "true"
+    return {
+        "python": f"{config.get('implementation', platform.python_implementation())} {version}",
+        "base": config.get("base-prefix", sys.base_prefix),  # virtualenv records it, venv does not
+        "venv_params": ["--system-site-packages"] if system else [],
+    }
+
+
+def installed_torch(location: Path) -> str | None:
+    """The version of the torch installed in the venv itself ("2.9.1+cpu"), or None."""
+    patterns = ("lib/python*/site-packages/torch-*.dist-info", "Lib/site-packages/torch-*.dist-info")
+    found = [info.name for pattern in patterns for info in location.glob(pattern)]
+    return found[0].removeprefix("torch-").removesuffix(".dist-info") if found else None
+
+
+def stale_reason(location: Path) -> str | None:
+    """Why the venv at `location` must be rebuilt before use, or None: another Python or other venv options
+    built it (nox reuses a venv whatever built it), or its torch is not the build KATAS_TORCH asks for."""
+    now = venv_identity()
+    try:
+        built: Any = json.loads((location / VENV_STAMP).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if not (location / INSTALL_STAMP).exists():
+            return None  # nothing installed yet: nox has just built it
+        built = _pyvenv_identity(location)
+    except (OSError, ValueError):
+        built = None
+    if not isinstance(built, dict):
+        return "nothing says which Python built it"
+    if (built.get("python"), built.get("base")) != (now["python"], now["base"]):
+        return (
+            f"it was built with {built.get('python')} from {built.get('base')}, "
+            f"and nox now runs {now['python']} from {now['base']}"
+        )
+    if built.get("venv_params") != now["venv_params"]:
+        return f"KATAS_SYSTEM_SITE_PACKAGES changed (venv_params {built.get('venv_params')} -> {VENV_PARAMS})"
+    # An explicit KATAS_TORCH that the torch in the venv does not match: pip alone would keep that torch.
+    torch, choice = installed_torch(location), torch_choice()
+    if torch is None or sys.platform == "darwin":  # macOS: one build, CPU and MPS, with no +cpu tag
+        return None
+    if choice == "cpu" and "+cpu" not in torch:
+        return f"it holds torch {torch}, and {TORCH_ENV}=cpu asks for the CPU build"
+    if choice == "cuda" and "+cpu" in torch:
+        return f"it holds torch {torch}, and {TORCH_ENV}=cuda asks for PyPI's CUDA build"
+    return None
+
+
+def on_linux() -> bool:
+    return sys.platform.startswith("linux")
+
+
+def nvidia_driver() -> bool:
+    """Whether this machine has an NVIDIA driver, and so can use PyPI's CUDA build of torch."""
+    return any(path.exists() for path in NVIDIA_FILES) or shutil.which("nvidia-smi") is not None
+
+
+def torch_installed(session: nox.Session) -> bool:
+    """Whether the venv already imports torch: its own, or the system's (KATAS_SYSTEM_SITE_PACKAGES)."""
+    code = "import importlib.util; print(importlib.util.find_spec('torch') is not None)"
+    # run_install, not run: it runs under --install-only too (scripts/setup.sh), like the installs it guides.
+    return str(session.run_install("python", "-c", code, silent=True, log=False)).strip() == "True"
+
+
+def pip_source(session: nox.Session) -> str | None:
+    """The pip setting, environment variable or pip config, that already says where packages come from."""
+    for name in PIP_SOURCES:
+        variable = "PIP_" + name.upper().replace("-", "_")
+        if os.environ.get(variable):
+            return variable
+    command = ["python", "-m", "pip", "config", "list"]
+    output = session.run_install(*command, silent=True, log=False, success_codes=[0, 1])
+    for line in str(output).splitlines():
+        key = line.partition("=")[0].strip()
+        if key.rpartition(".")[2] in PIP_SOURCES:
+            return f"pip's config {key}"
+    return None
+
+
+def torch_index(session: nox.Session, has_torch: bool) -> tuple[str | None, str | None]:
+    """(the index to install torch from, None for pip's own; a one-line notice to log, or None)."""
+    choice = torch_choice()
+    if has_torch or choice in ("cuda", "pypi"):
+        return None, None
+    if choice == "cpu":
+        return CPU_INDEX, f"{TORCH_ENV}=cpu: installing the CPU build of torch from {CPU_INDEX}"
+    if not on_linux() or nvidia_driver():  # on macOS and Windows PyPI's torch is the CPU build already
+        return None, None
+    source = pip_source(session)
+    if source:
+        return None, (
+            f"no NVIDIA driver found, but {source} decides where torch comes from; "
+            f"{TORCH_ENV}=cpu installs PyTorch's CPU build instead"
+        )
+    return CPU_INDEX, (
+        f"no NVIDIA driver found: installing the CPU build of torch from {CPU_INDEX} (hundreds of MB, not "
+        f"GBs); {TORCH_ENV}=cuda installs PyPI's CUDA build instead"
+    )
+
+
 def install(session: nox.Session, *groups: str) -> None:
-    """Install the runtime dependencies and `groups`, skipping pip when nothing changed since last time."""
+    """Install the runtime dependencies and `groups`, skipping pip when nothing changed since last time.
+
+    A venv built by another Python, with other venv options or for another torch build is rebuilt first.
+    """
+    if torch_choice() not in TORCH_CHOICES:
+        session.error(f"{TORCH_ENV}={os.environ[TORCH_ENV]!r}: choose one of {', '.join(TORCH_CHOICES)}")
+    venv = session.virtualenv
+    location = Path(venv.location)
+    where = os.path.relpath(location, ROOT) if location.is_relative_to(ROOT) else str(location)
+    reason = stale_reason(location)
+    if reason:
+        session.log(f"rebuilding {where}: {reason}")
+        venv.reuse_existing = False  # nox then deletes the folder and builds the venv afresh
+        venv.create()
+    identity = json.dumps(venv_identity())
+    venv_stamp = location / VENV_STAMP
+    if not venv_stamp.exists() or venv_stamp.read_text(encoding="utf-8") != identity:
+        venv_stamp.write_text(identity, encoding="utf-8")
+
     requirements = [*PYPROJECT["project"]["dependencies"], *nox.project.dependency_groups(PYPROJECT, *groups)]
     wanted = json.dumps([requirements, os.environ.get("PIP_CONSTRAINT", ""), VENV_PARAMS])
-    stamp = Path(session.virtualenv.location) / ".katas-installed"
+    stamp = location / INSTALL_STAMP
     if stamp.exists() and stamp.read_text(encoding="utf-8") == wanted:
         return
-    session.install(*requirements)
+    torch = [requirement for requirement in requirements if re.match(r"torch\b", requirement)]
+    has_torch = torch_installed(session)
+    index, notice = torch_index(session, has_torch) if torch else (None, None)
+    names = ", ".join(re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0] for requirement in requirements)
+    if torch and not has_torch:
+        session.log(
+            f"installing {names} into {where}: torch alone is hundreds of MB (GBs for a CUDA build), "
+            "so this takes a few minutes, once"
+        )
+    else:
+        session.log(f"installing {names} into {where}" + (" (torch is there already)" if torch else ""))
+    if notice:
+        session.log(notice)
+    # silent=False: pip's own progress bars show each download as it happens.
+    if index and torch:  # torch from that index alone: no same-version CUDA wheel on PyPI can win
+        session.install("--index-url", index, *torch, silent=False)
+    session.install(*requirements, silent=False)
     stamp.write_text(wanted, encoding="utf-8")
 
 
+# pytest options that take no value: the word after one is checked as a kata or a path. The word after any
+# other option may be that option's value (`-k silu`, `-p no:randomly`) and goes to pytest unchecked.
+PYTEST_FLAGS = frozenset({
+    "--exitfirst", "--strict-config", "--strict-markers", "--strict", "--pdb", "--trace", "--runxfail",
+    "--lf", "--last-failed", "--ff", "--failed-first", "--nf", "--new-first", "--cache-clear", "--sw",
+    "--stepwise", "--sw-skip", "--stepwise-skip", "--sw-reset", "--stepwise-reset", "--verbose", "--quiet",
+    "--no-header", "--no-summary", "--showlocals", "--no-showlocals", "--full-trace", "--disable-warnings",
+    "--collect-only", "--co", "--setup-only", "--setup-show", "--setup-plan", "--problem-lines",
+    "--no-progress",
+})  # fmt: skip
+
+
+def _complete_option(option: str) -> bool:
+    """Whether a pytest option needs no next word: a flag (`-x`, `-vv`, `--lf`) or `--option=value`."""
+    return "=" in option or option in PYTEST_FLAGS or re.fullmatch(r"-[xsvql]+", option) is not None
+
+
 def pytest_args(posargs: list[str]) -> list[str]:
-    """Turn kata selectors ("4", "k04", "k04_autograd") into their test files; pass the rest to pytest."""
+    """Turn kata selectors ("4", "k04", "k04_autograd") into their test files; pass the rest to pytest.
+
+    A word that is no option, option value, existing path or kata - "README" from VS Code's "Grade the
+    open kata" on README.md, or an empty argument, which pytest reads as "everything here" - raises
+    SystemExit with one line that lists the katas.
+    """
     from kata_harness.catalog import UnknownKata, find_kata, is_kata_selector
 
     args: list[str] = []
+    value_next = False  # the previous word was an option that may take this word as its value
     for arg in posargs:
-        if is_kata_selector(arg):
+        if arg.startswith("-") or value_next or "--pyargs" in posargs:  # --pyargs: words name packages
+            args.append("--kata-json" if arg == "--json" else arg)
+            value_next = arg.startswith("-") and not value_next and not _complete_option(arg)
+        elif arg.strip() and not is_kata_selector(arg) and (ROOT / arg.split("::")[0]).exists():
+            args.append(arg)
+        else:
             try:
                 args.append(str(find_kata(arg).test_file.relative_to(ROOT)))
             except UnknownKata as error:
                 raise SystemExit(str(error)) from None
-        else:
-            args.append("--kata-json" if arg == "--json" else arg)
     return args
 
 
@@ -91,6 +287,12 @@ def compare(session: nox.Session) -> None:
 
 
 @nox.session(python=False)
+def explain(session: nox.Session) -> None:
+    """Model answers to kata 4's interview question and follow-ups: `nox -s explain -- 4` (asks until green)."""
+    harness(session, "explain")
+
+
+@nox.session(python=False)
 def reset(session: nox.Session) -> None:
     """Restore kata 4's pristine stub after backing your file up to .katas-backup/: `nox -s reset -- 4`."""
     harness(session, "reset")
@@ -120,6 +322,7 @@ def verify(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("python", "-m", "kata_harness.stubgen", "--check")
+    session.run("python", "-m", "kata_harness.explain", "--check")  # every follow-up has its answer
     with tempfile.TemporaryDirectory(prefix="katas-verify-") as tmp:
         for seed in ("1", "2"):  # two different random orders: no test may depend on another
             results = f"{tmp}/solutions-{seed}.json"
@@ -158,7 +361,7 @@ def mutants(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def stubs(session: nox.Session) -> None:
-    """Maintainers: regenerate katas/ from solutions/ (overwrites katas/: never run it on your own work)."""
+    """Maintainers: regenerate katas/ from solutions/ (a file that differs is backed up to .katas-backup/)."""
     session.run(sys.executable, "-m", "kata_harness.stubgen", "--out", "katas", *session.posargs)
 
 

@@ -12,7 +12,13 @@ from kata_harness.source import REPO_ROOT
 
 SOLUTIONS = REPO_ROOT / "solutions"
 QUESTION_PREFIX = "Interview question:"
+FOLLOW_UPS_HEADING = "Follow-up questions"
 _KATA_FILE = re.compile(r"^k(\d\d)_\w+$")
+# "Difficulty 2/5, about 25 minutes, after katas 3 and 4." in the module docstring: what a learner plans by.
+_METADATA = re.compile(
+    r"^Difficulty (?P<difficulty>[1-5])/5, about (?P<minutes>\d+) minutes"
+    r"(?:, after katas? (?P<after>[\d, and]+))?\.$"
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,10 @@ class KataInfo:
     title: str
     question: str
     tasks: tuple[str, ...]
+    follow_ups: tuple[str, ...] = ()
+    difficulty: int | None = None  # 1 (warm-up) to 5 (hardest)
+    minutes: int | None = None  # a first attempt, hints included
+    after: tuple[int, ...] = ()  # the numbers of the katas to do first
 
     @property
     def number(self) -> int:
@@ -41,6 +51,21 @@ class UnknownKata(ValueError):
     """A kata selector that names no kata; the message lists the valid ones."""
 
 
+def _follow_ups(lines: list[str]) -> tuple[str, ...]:
+    """The "- question" bullets under the docstring's follow-up heading, each joined onto one line."""
+    if FOLLOW_UPS_HEADING not in lines:
+        return ()
+    questions: list[str] = []
+    for line in lines[lines.index(FOLLOW_UPS_HEADING) + 2 :]:
+        if line.startswith("- "):
+            questions.append(line[2:].strip())
+        elif line.startswith("  ") and questions:
+            questions[-1] += " " + line.strip()
+        elif line.strip() or questions:
+            break
+    return tuple(questions)
+
+
 def _read(path: Path) -> KataInfo:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     doc = ast.get_docstring(tree) or path.stem
@@ -53,8 +78,16 @@ def _read(path: Path) -> KataInfo:
         for node in tree.body
         if isinstance(node, ast.FunctionDef | ast.ClassDef) and not node.name.startswith("_")
     )
+    metadata = next((match for line in lines if (match := _METADATA.match(line.strip()))), None)
     return KataInfo(
-        name=path.stem, title=lines[0].rstrip("."), question=questions[0] if questions else "", tasks=tasks
+        name=path.stem,
+        title=lines[0].rstrip("."),
+        question=questions[0] if questions else "",
+        tasks=tasks,
+        follow_ups=_follow_ups(lines),
+        difficulty=int(metadata["difficulty"]) if metadata else None,
+        minutes=int(metadata["minutes"]) if metadata else None,
+        after=tuple(int(n) for n in re.findall(r"\d+", metadata["after"] or "")) if metadata else (),
     )
 
 

@@ -8,6 +8,7 @@ grading and the question.
 from __future__ import annotations
 
 import ast
+import copy
 import difflib
 import re
 import sys
@@ -16,30 +17,88 @@ from dataclasses import dataclass
 from kata_harness.catalog import KataInfo
 from kata_harness.source import display_path
 from kata_harness.workflow import (
-    GradingUnavailable,
     OneLineParser,
+    SourceUnreadable,
+    confirmed,
     fail,
-    failures,
-    grade,
     learner_file,
     missing_message,
     number,
     paint,
+    read_source,
     select,
 )
 
-PROMPT = "The kata does not pass yet; show the reference anyway? [y/N] "
 _HUNK = re.compile(r"^@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@")
 
 
 @dataclass(frozen=True)
 class Function:
-    """One function or method: its qualified name, first line (decorators included), source and AST dump."""
+    """One function or method: its qualified name, first line (decorators included), source and shape."""
 
     name: str
     line: int
     source: str
-    shape: str  # ast.dump: equal for code that differs only in formatting and comments
+    shape: str  # equal for code that differs only in formatting, comments and the names of local variables
+
+
+_Def = ast.FunctionDef | ast.AsyncFunctionDef
+
+
+def _bound_names(body: list[ast.stmt]) -> list[str]:
+    """The names the body binds, in the order of their first binding (a walk in source-structure order):
+    assignment, for, with-as and comprehension targets, walrus, except-as, nested defs and classes and
+    their parameters, lambda parameters - not what a nested class's body binds (its attributes)."""
+    found: dict[str, None] = {}
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            found.setdefault(node.id)
+        elif isinstance(node, ast.arg):  # a nested function's or a lambda's parameter
+            found.setdefault(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            found.setdefault(node.name)
+        elif isinstance(node, ast.ClassDef):
+            found.setdefault(node.name)
+            for child in [*node.decorator_list, *node.bases, *node.keywords]:
+                visit(child)
+            return  # its body binds attributes and method names, which keep their names
+        elif isinstance(node, _Def):
+            found.setdefault(node.name)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    for statement in body:
+        visit(statement)
+    return list(found)
+
+
+def shape(node: _Def) -> str:
+    """The function's AST dump with its local variables renamed by order of first binding.
+
+    Two functions have the same shape when they differ only in formatting, comments and the names of their
+    locals: `loss = f(x); return loss` and `l = f(x); return l` match. The parameters keep their names
+    (they are the contract: callers pass them by keyword), and so do globals, `global` names, attributes
+    and keyword arguments. Renaming is one-to-one, so code that uses its locals differently still differs.
+    """
+    node = copy.deepcopy(node)
+    args = node.args
+    parameters = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+    fixed = {arg.arg for arg in parameters if arg is not None}
+    for child in ast.walk(node):  # (a `nonlocal` in a nested function names one of this function's locals)
+        if isinstance(child, ast.Global):
+            fixed.update(child.names)
+    names = [name for name in _bound_names(node.body) if name not in fixed]
+    local = {name: f"<local {index}>" for index, name in enumerate(names)}  # never a real identifier
+    for statement in node.body:
+        for child in ast.walk(statement):
+            if isinstance(child, ast.Name):
+                child.id = local.get(child.id, child.id)
+            elif isinstance(child, ast.arg):
+                child.arg = local.get(child.arg, child.arg)
+            elif isinstance(child, ast.ExceptHandler | _Def | ast.ClassDef) and child.name:
+                child.name = local.get(child.name, child.name)
+    return ast.dump(node)
 
 
 def functions(source: str) -> dict[str, Function]:
@@ -51,10 +110,10 @@ def functions(source: str) -> dict[str, Function]:
         for node in body:
             if isinstance(node, ast.ClassDef):
                 visit(node.body, f"{prefix}{node.name}.")
-            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            elif isinstance(node, _Def):
                 first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
                 text = "".join(lines[first - 1 : node.end_lineno])
-                found[prefix + node.name] = Function(prefix + node.name, first, text, ast.dump(node))
+                found[prefix + node.name] = Function(prefix + node.name, first, text, shape(node))
 
     visit(ast.parse(source).body, "")
     return found
@@ -113,28 +172,6 @@ def whole_file_diff(kata: KataInfo, mine_text: str, reference_text: str) -> list
     )
 
 
-def confirmed(kata: KataInfo) -> tuple[bool, str]:
-    """(show?, why not): grade the kata; if it fails, ask on a terminal, refuse elsewhere."""
-    print(paint(f"grading kata {number(kata)} before showing its reference...", "dim"), flush=True)
-    try:
-        records = grade(kata, stop_at_first_failure=True)
-    except GradingUnavailable as error:
-        status = f"cannot tell whether kata {number(kata)} passes ({error})"
-    else:
-        failing = [record for record in failures(records) if record["outcome"] != "not run"]
-        if not failing:
-            return True, ""
-        status = f"kata {number(kata)} does not pass yet ({failing[0]['name']} fails)"
-    if not sys.stdin.isatty():
-        return False, f"{status}: finish it first, or add --peek to see the reference anyway"
-    print(status + ".")
-    try:
-        answer = input(PROMPT)
-    except EOFError:
-        answer = ""
-    return answer.strip().lower() in ("y", "yes"), "not shown: the reference stays a surprise"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="compare", description=__doc__.splitlines()[0])
     parser.add_argument("kata", help='the kata: "4", "k04" or "k04_autograd"')
@@ -146,18 +183,23 @@ def main(argv: list[str] | None = None) -> int:
     path = learner_file(kata)
     if not path.exists():
         return fail(missing_message(kata))
+    try:  # before grading: a file that cannot be decoded needs fixing, not a question
+        mine_text = read_source(path)
+        reference_text = read_source(kata.solution)
+    except SourceUnreadable as error:
+        return fail(str(error))
     if not args.peek:
-        show, why_not = confirmed(kata)
+        show, why_not = confirmed(kata, "the reference")
         if not show:
             return fail(why_not)
 
-    mine_text = path.read_text(encoding="utf-8")
-    reference_text = kata.solution.read_text(encoding="utf-8")
     print(paint(f"kata {number(kata)} - {kata.title}: your code against the reference", "bold"))
     try:
         diffs, only_mine = function_diffs(kata, mine_text, reference_text)
-    except SyntaxError as error:
-        print(f"{display_path(path)}:{error.lineno}: {error.msg} - comparing whole files instead")
+    except (SyntaxError, ValueError) as error:  # ValueError: null bytes, before Python 3.12
+        line = f":{error.lineno}" if getattr(error, "lineno", None) else ""
+        reason = error.msg if isinstance(error, SyntaxError) else str(error)
+        print(f"{display_path(path)}{line}: {reason} - comparing whole files instead")
         diffs, only_mine = [whole_file_diff(kata, mine_text, reference_text)], []
     for diff in diffs:
         print()

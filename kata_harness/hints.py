@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from kata_harness.catalog import KataInfo, all_katas
+from kata_harness.progress import DONE, read_progress_or_empty
 from kata_harness.source import display_path
 from kata_harness.workflow import (
     HINT_STATE,
     HINTS,
-    REPO_ROOT,
     GradingUnavailable,
     OneLineParser,
+    SourceUnreadable,
     fail,
     failures,
     grade,
@@ -31,6 +32,7 @@ from kata_harness.workflow import (
     missing_message,
     number,
     paint,
+    read_source,
     select,
     tally,
 )
@@ -41,7 +43,6 @@ except ModuleNotFoundError:  # Python 3.10: nox itself depends on tomli there
     import tomli as tomllib  # type: ignore[no-redef]
 
 LEVELS = (("nudge", "a nudge"), ("api", "the API to reach for"), ("shape", "the shape of the solution"))
-PROGRESS_FILE = REPO_ROOT / ".katas-progress.json"
 
 
 class HintsMissing(Exception):
@@ -96,7 +97,7 @@ def task_spans(source: str, tasks: tuple[str, ...]) -> dict[str, tuple[int, int]
     """{task: (first line, last line)} for each task defined at the top of the learner's file."""
     try:
         tree = ast.parse(source)
-    except SyntaxError:
+    except (SyntaxError, ValueError):  # ValueError: null bytes, before Python 3.12
         return {}
     return {
         node.name: (node.lineno, node.end_lineno or node.lineno)
@@ -139,7 +140,7 @@ def first_stub_task(kata: KataInfo, source: str) -> str:
     """Without grading: the first task whose code still raises NotImplementedError, else the first task."""
     try:
         tree = ast.parse(source)
-    except SyntaxError:
+    except (SyntaxError, ValueError):
         return kata.tasks[0]
     stubs = {
         node.name for node in tree.body if getattr(node, "name", None) in kata.tasks and _still_a_stub(node)
@@ -150,16 +151,61 @@ def first_stub_task(kata: KataInfo, source: str) -> str:
 # --- saved state: levels shown, last grading --------------------------------------------------------
 
 
+def notice(message: str) -> None:
+    """One line on stderr about something the command worked around."""
+    print(paint(f"note: {message}", "yellow"), file=sys.stderr)
+
+
+def _valid_entry(entry: Any) -> dict[str, Any] | None:
+    """A kata's saved hint state with anything malformed dropped; None when nothing in it is usable."""
+    if not isinstance(entry, dict):
+        return None
+    clean: dict[str, Any] = {}
+    shown = entry.get("shown")
+    if isinstance(shown, dict):
+        clean["shown"] = {
+            task: level
+            for task, level in shown.items()
+            if type(level) is int and 0 <= level <= len(LEVELS)  # not bool, not "2", not 2.0
+        }
+    graded = entry.get("graded")
+    if (
+        isinstance(graded, dict)
+        and isinstance(graded.get("digest"), str)
+        and (graded.get("task") is None or isinstance(graded.get("task"), str))
+        and all(isinstance(graded.get(key, ""), str) for key in ("tally", "note"))
+    ):
+        clean["graded"] = graded
+    return clean
+
+
 def load_state() -> dict[str, Any]:
+    """The hint state saved by earlier runs; anything unreadable in it is dropped with a one-line notice."""
     try:
-        state = json.loads(HINT_STATE.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        text = HINT_STATE.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return {}
-    return state if isinstance(state, dict) else {}
+    except (OSError, UnicodeDecodeError) as error:
+        notice(f"cannot read {display_path(HINT_STATE)} ({error}); the hints start over")
+        return {}
+    try:
+        state = json.loads(text)
+    except ValueError:
+        state = None
+    if not isinstance(state, dict):
+        notice(f"{display_path(HINT_STATE)} is not hint state (a JSON object); the hints start over")
+        return {}
+    clean = {name: entry for name, raw in state.items() if (entry := _valid_entry(raw)) is not None}
+    if clean != state:
+        notice(f"ignored malformed entries in {display_path(HINT_STATE)}")
+    return clean
 
 
 def save_state(state: dict[str, Any]) -> None:
-    HINT_STATE.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    try:
+        HINT_STATE.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    except OSError as error:
+        notice(f"cannot save {display_path(HINT_STATE)} ({error}); the next hint starts from this one again")
 
 
 def digest(kata: KataInfo) -> str:
@@ -171,14 +217,17 @@ def digest(kata: KataInfo) -> str:
     return hasher.hexdigest()
 
 
-def locate_task(kata: KataInfo, state: dict[str, Any]) -> tuple[str | None, str, str]:
-    """(task or None when the kata passes, tally, note) - graded now, or remembered if nothing changed."""
+def locate_task(kata: KataInfo, state: dict[str, Any], source: str) -> tuple[str | None, str, str]:
+    """(task or None when the kata passes, tally, note) - graded now, or remembered if nothing changed.
+
+    `state` is what load_state returned; `source` the learner's file.
+    """
     entry = state.setdefault(kata.name, {})
     key = digest(kata)
     cached = entry.get("graded", {})
-    if cached.get("digest") == key:
-        return cached.get("task"), cached.get("tally", ""), cached.get("note", "")
-    source = learner_file(kata).read_text(encoding="utf-8")
+    task = cached.get("task")
+    if cached.get("digest") == key and (task is None or task in kata.tasks):
+        return task, cached.get("tally", ""), cached.get("note", "")
     print(paint(f"grading kata {number(kata)} to find the task you are on...", "dim"), flush=True)
     try:
         records = grade(kata)
@@ -241,11 +290,10 @@ def show_all(kata: KataInfo, hints: dict[str, dict[str, str]]) -> None:
 
 def default_kata() -> KataInfo | None:
     """The first kata the last `nox -s check` did not see done, when a learner names none."""
-    try:
-        progress = json.loads(PROGRESS_FILE.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    progress = read_progress_or_empty()
+    if not progress:
         return None
-    return next((kata for kata in all_katas() if progress.get(kata.name) != "done"), None)
+    return next((kata for kata in all_katas() if progress.get(kata.name) != DONE), None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,9 +319,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not learner_file(kata).exists():
         return fail(missing_message(kata), 1)
+    try:
+        source = read_source(learner_file(kata))
+    except SourceUnreadable as error:
+        return fail(str(error), 1)
 
     state = load_state()
-    task, score, note = locate_task(kata, state)
+    task, score, note = locate_task(kata, state, source)
     if task is None:
         save_state(state)
         print(heading(kata) + f": {score} - no hint needed.")
@@ -285,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     save_state(state)
 
     index = kata.tasks.index(task) + 1
-    where = task_spans(learner_file(kata).read_text(encoding="utf-8"), kata.tasks).get(task)
+    where = task_spans(source, kata.tasks).get(task)
     place = f" ({display_path(learner_file(kata))}:{where[0]})" if where else ""
     print(heading(kata) + (f" ({score})" if score else ""))
     if note:

@@ -25,11 +25,15 @@ mutant and ``K/N killed``; exits non-zero unless every mutant is killed and ever
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,31 +91,28 @@ def load_mutants(kata: KataInfo) -> list[Mutant]:
     ]
 
 
-def run_mutant(mutant: Mutant, python: str = sys.executable) -> tuple[bool, str]:
-    """(killed, what happened in one line): grade the mutant with the kata's tests, stopping at the first
-    failure."""
+def _prepare(mutant: Mutant, folder: Path) -> str | None:
+    """Write the mutant into `folder` as the kata's file; returns why it is invalid, if it is."""
     try:
         source = mutant.source()
         compile(source, mutant.kata.solution.name, "exec")
     except (ValueError, SyntaxError) as error:
-        return False, f"INVALID: {error}"
-    with tempfile.TemporaryDirectory(prefix="katas-mutant-") as tmp:
-        (Path(tmp) / mutant.kata.solution.name).write_text(source, encoding="utf-8")
-        results = Path(tmp) / "results.json"
-        command = [
-            python, "-m", "pytest", "-q", "-x", "--tb=no", "-p", "no:randomly", "-p", "no:cacheprovider",
-            "--no-progress", "--kata-json", str(results), str(mutant.kata.test_file),
-        ]  # fmt: skip
-        env = {**os.environ, SOURCE_ENV: tmp}
-        try:
-            subprocess.run(
-                command, cwd=REPO_ROOT, env=env, capture_output=True, timeout=MUTANT_TIME_LIMIT, check=False
-            )
-        except subprocess.TimeoutExpired:
-            return False, f"INVALID: the run took over {MUTANT_TIME_LIMIT} s"
-        if not results.exists():
-            return False, "INVALID: the run wrote no results"
-        records = json.loads(results.read_text(encoding="utf-8"))
+        return f"INVALID: {error}"
+    (folder / mutant.kata.solution.name).write_text(source, encoding="utf-8")
+    return None
+
+
+def _pytest_args(mutant: Mutant, results: Path) -> list[str]:
+    return [
+        "-q", "-x", "--tb=no", "-p", "no:randomly", "-p", "no:cacheprovider", "--no-progress",
+        "--kata-json", str(results), str(mutant.kata.test_file),
+    ]  # fmt: skip
+
+
+def _verdict(results: Path) -> tuple[bool, str]:
+    if not results.exists():
+        return False, "INVALID: the run wrote no results"
+    records = json.loads(results.read_text(encoding="utf-8"))
     failed = [r for r in records if r["outcome"] not in PASSING]
     if not failed:
         return False, "SURVIVED: every test passes"
@@ -119,6 +120,71 @@ def run_mutant(mutant: Mutant, python: str = sys.executable) -> tuple[bool, str]
     if first["outcome"] == "broken":
         return False, f"INVALID: the mutant does not import: {first['message']}"
     return True, f"killed by {first['name']}"
+
+
+def run_mutant(mutant: Mutant, python: str = sys.executable) -> tuple[bool, str]:
+    """(killed, what happened in one line): grade the mutant with the kata's tests in a fresh interpreter,
+    stopping at the first failure."""
+    with tempfile.TemporaryDirectory(prefix="katas-mutant-") as tmp:
+        invalid = _prepare(mutant, Path(tmp))
+        if invalid:
+            return False, invalid
+        results = Path(tmp) / "results.json"
+        command = [python, "-m", "pytest", *_pytest_args(mutant, results)]
+        env = {**os.environ, SOURCE_ENV: tmp}
+        try:
+            subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, timeout=MUTANT_TIME_LIMIT)
+        except subprocess.TimeoutExpired:
+            return False, f"INVALID: the run took over {MUTANT_TIME_LIMIT} s"
+        return _verdict(results)
+
+
+def run_mutants_forked(mutants: list[Mutant], jobs: int) -> Iterator[tuple[Mutant, tuple[bool, str]]]:
+    """Grade the mutants `jobs` at a time, each in a child forked from this process once it has imported
+    torch and pytest: the children skip the seconds an import costs. Yields results as they finish."""
+    import pytest
+    import torch  # noqa: F401 - imported once here, inherited by every child
+
+    waiting = list(mutants)
+    running: dict[int, tuple[Mutant, Path, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="katas-mutants-") as tmp:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                mutant = waiting.pop(0)
+                folder = Path(tmp) / str(len(waiting))
+                folder.mkdir()
+                invalid = _prepare(mutant, folder)
+                if invalid:
+                    yield mutant, (False, invalid)
+                    continue
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover - the child
+                    os.setpgid(0, 0)
+                    os.environ[SOURCE_ENV] = str(folder)
+                    os.chdir(REPO_ROOT)
+                    devnull = os.open(os.devnull, os.O_RDWR)
+                    for fd in (0, 1, 2):
+                        os.dup2(devnull, fd)
+                    code = 3  # pytest's "internal error", should pytest.main itself raise
+                    try:
+                        code = int(pytest.main(_pytest_args(mutant, folder / "results.json")))
+                    finally:
+                        os._exit(code)
+                running[pid] = (mutant, folder, time.monotonic() + MUTANT_TIME_LIMIT)
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                for late, (mutant, _, deadline) in list(running.items()):
+                    if time.monotonic() > deadline:
+                        os.killpg(late, signal.SIGKILL)
+                        os.waitpid(late, 0)
+                        del running[late]
+                        yield mutant, (False, f"INVALID: the run took over {MUTANT_TIME_LIMIT} s")
+                time.sleep(0.05)
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)  # anything the mutant left running
+            mutant, folder, _ = running.pop(pid)
+            yield mutant, _verdict(folder / "results.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,11 +203,16 @@ def main(argv: list[str] | None = None) -> int:
         if len(load_mutants(kata)) < MIN_MUTANTS
     ]
     mutants = [mutant for kata in katas for mutant in load_mutants(kata)]
+    jobs = max(1, args.jobs)
+    if hasattr(os, "fork") and sys.platform.startswith("linux"):
+        graded = run_mutants_forked(mutants, jobs)
+    else:
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        graded = zip(mutants, pool.map(run_mutant, mutants), strict=True)
     killed = 0
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        for mutant, (was_killed, outcome) in zip(mutants, pool.map(run_mutant, mutants), strict=True):
-            killed += was_killed
-            print(f"{mutant.label:<8} {outcome:<55} {mutant.bug}", flush=True)
+    for mutant, (was_killed, outcome) in graded:
+        killed += was_killed
+        print(f"{mutant.label:<8} {outcome:<55} {mutant.bug}", flush=True)
     for problem in problems:
         print(problem)
     print(f"{killed}/{len(mutants)} killed")

@@ -65,6 +65,8 @@ def _import_error(kata: str, exc: BaseException, path: Path) -> KataImportError:
     if isinstance(exc, SyntaxError) and exc.lineno is not None:
         location = f"{where}:{exc.lineno}"
         return KataImportError(kata, f"{location}: {type(exc).__name__}: {exc.msg}", location)
+    if isinstance(exc, SystemExit):
+        exc = SystemExit(f"sys.exit({exc.code!r}) ends the whole program: a kata file must not call it")
     line = None
     for frame, lineno in traceback.walk_tb(exc.__traceback__):
         if Path(frame.f_code.co_filename) == path:
@@ -80,7 +82,8 @@ def import_kata_file(path: Path) -> ModuleType:
     module.__file__ = str(path)
     sys.modules[name] = module  # dataclasses and pickling look the module up while it executes
     try:
-        code = compile(path.read_text(encoding="utf-8"), str(path), "exec", dont_inherit=True)
+        # From bytes, so Python itself decodes: a UTF-8 BOM or a `# -*- coding -*-` line are fine.
+        code = compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
         exec(code, module.__dict__)
     except BaseException:
         del sys.modules[name]
@@ -113,20 +116,16 @@ class Kata:
 
     def _import(self, path: Path) -> ModuleType | KataImportError:
         if not path.exists():
-            number = kata_number(self.name)
-            where = display_path(path)
-            return KataImportError(
-                self.name, f"{where} is missing - `nox -s reset -- {number}` brings back the stub", where
-            )
+            return KataImportError(self.name, missing_kata_message(self.name, path), display_path(path))
         try:
             return import_kata_file(path)
-        except (KeyboardInterrupt, SystemExit):
+        except KeyboardInterrupt:
             raise
-        except BaseException as exc:
+        except BaseException as exc:  # SystemExit too: `sys.exit()` at import must not end the run
             return _import_error(self.name, exc, path)
 
     def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("__"):
+        if attr.startswith("_"):  # no contract name is private; pytest's collection probes such names
             raise AttributeError(attr)
         module = self.module
         try:
@@ -139,6 +138,17 @@ class Kata:
 
 # Names a test reached through a Kata, in order: the scoreboard points a learner at the first one that failed.
 USED_NAMES: list[tuple[str, str]] = []
+
+
+def missing_kata_message(name: str, path: Path) -> str:
+    """One line for a kata file that is not there, with the way back that fits the graded folder."""
+    where = display_path(path)
+    if path.parent.resolve() == (REPO_ROOT / DEFAULT_SOURCE).resolve():
+        return f"{where} is missing - `nox -s reset -- {kata_number(name)}` brings back the stub"
+    return (
+        f"{where} is missing: ${SOURCE_ENV} names {display_path(path.parent)}, which has no {path.name} - "
+        f"copy the kata there, or unset {SOURCE_ENV} to grade katas/"
+    )
 
 
 def kata_number(name: str) -> str:

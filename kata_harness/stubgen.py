@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import shutil
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from kata_harness.catalog import UnknownKata, find_kata
 from kata_harness.source import REPO_ROOT
+from kata_harness.workflow import BACKUPS
 
 KEEP_MARKER = "# stub: keep"
 STUB_BODY = "raise NotImplementedError  # TODO: replace this line with your implementation"
@@ -90,15 +93,37 @@ def solution_files(names: list[str] | None = None) -> list[Path]:
     return sorted(SOLUTIONS.glob("k[0-9][0-9]_*.py"))
 
 
-def write_stubs(out_dir: Path, names: list[str] | None = None) -> list[Path]:
-    """Write the stub for each solution into `out_dir`; returns the paths written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for solution in solution_files(names):
-        target = out_dir / solution.name
-        target.write_text(make_stub(solution.read_text(encoding="utf-8")), encoding="utf-8")
-        written.append(target)
-    return written
+def backup_path(name: str, now: datetime | None = None) -> Path:
+    """A new file in .katas-backup/ named after the kata and the time, never one that exists already."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    path = BACKUPS / f"{name}-{stamp}.py"
+    count = 1
+    while path.exists():  # two writes within a second keep both backups
+        count += 1
+        path = BACKUPS / f"{name}-{stamp}-{count}.py"
+    return path
+
+
+def write_stub(solution: Path, target: Path) -> Path | None:
+    """Write `solution`'s stub to `target`. A file already there that holds anything else is copied to
+    .katas-backup/ first: nothing a learner wrote is ever lost. Returns that backup, if one was made."""
+    stub = make_stub(solution.read_text(encoding="utf-8"))
+    backup = None
+    if target.exists() and target.read_bytes() != stub.encode("utf-8"):
+        backup = backup_path(solution.stem)
+        backup.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(target, backup)  # first the copy; only a finished copy lets the stub overwrite anything
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(stub, encoding="utf-8")
+    return backup
+
+
+def write_stubs(out_dir: Path, names: list[str] | None = None) -> list[tuple[Path, Path | None]]:
+    """Write the stub for each solution into `out_dir`; returns (path written, backup made) pairs."""
+    return [
+        (out_dir / solution.name, write_stub(solution, out_dir / solution.name))
+        for solution in solution_files(names)
+    ]
 
 
 def stale_stubs(stub_dir: Path = KATAS) -> list[str]:
@@ -116,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("katas", nargs="*", help="kata numbers or names (default: all)")
     parser.add_argument("--check", action="store_true", help="fail if a committed stub is out of date")
-    parser.add_argument("--out", type=Path, help="folder to write into (katas/ overwrites work)")
+    parser.add_argument("--out", type=Path, help="folder to write into (files that differ are backed up)")
     args = parser.parse_args(argv)
     if args.check:
         stale = stale_stubs(args.out or KATAS)
@@ -129,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         written = write_stubs(args.out, args.katas)
     except UnknownKata as error:
         parser.error(str(error))
-    for path in written:
-        print(f"wrote {path}")
+    for path, backup in written:
+        print(f"wrote {path}" + (f" (its previous content is in {backup})" if backup else ""))
     return 0
 
 

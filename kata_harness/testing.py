@@ -23,10 +23,23 @@ def assert_close(
     """torch.testing.assert_close with a message that says what was compared and what usually goes wrong."""
 
     def message(generated: str) -> str:
-        text = f"{what}: values differ from the reference (rtol={rtol}, atol={atol}).\n{generated}"
+        mismatch = _dtype_or_shape_mismatch(actual, expected)  # the likelier root cause: say it first
+        first = f"{mismatch}, and values differ" if mismatch else "values differ"
+        text = f"{what}: {first} from the reference (rtol={rtol}, atol={atol}).\n{generated}"
         return f"{text}\nLikely cause: {likely_cause}" if likely_cause else text
 
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, check_dtype=check_dtype, msg=message)
+
+
+def _dtype_or_shape_mismatch(actual: Any, expected: Any) -> str:
+    """ "dtype is torch.float16, expected torch.float32" where two tensors differ in dtype or shape."""
+    if not (isinstance(actual, torch.Tensor) and isinstance(expected, torch.Tensor)):
+        return ""
+    if actual.shape != expected.shape:
+        return f"shape is {tuple(actual.shape)}, expected {tuple(expected.shape)}"
+    if actual.dtype != expected.dtype:
+        return f"dtype is {actual.dtype}, expected {expected.dtype}"
+    return ""
 
 
 class _CallRecorder(TorchFunctionMode):

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import tokenize
 from pathlib import Path
 from typing import Any, NoReturn
 
 from kata_harness.catalog import KataInfo, UnknownKata, find_kata
-from kata_harness.source import REPO_ROOT, SOURCE_ENV, display_path
+from kata_harness.source import REPO_ROOT, SOURCE_ENV, display_path, missing_kata_message
 
 KATAS = REPO_ROOT / "katas"
 HINTS = REPO_ROOT / "hints"
@@ -58,8 +60,39 @@ def learner_file(kata: KataInfo) -> Path:
 
 def missing_message(kata: KataInfo) -> str:
     """The line for a kata file the learner deleted: the same words the scoreboard uses."""
-    path = display_path(learner_file(kata))
-    return f"{path} is missing - `nox -s reset -- {number(kata)}` brings back the stub"
+    return missing_kata_message(kata.name, learner_file(kata))
+
+
+class SourceUnreadable(Exception):
+    """A Python file that cannot be read or decoded; the message is one line naming the file and line."""
+
+
+def read_source(path: Path) -> str:
+    """A Python file's text, decoded as Python decodes it: UTF-8, a UTF-8 BOM or a `# -*- coding -*-` line.
+
+    Raises SourceUnreadable where Python could not read it either (a Latin-1 byte in a UTF-8 file, say).
+    """
+    where = display_path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise SourceUnreadable(f"{where}: cannot read it ({error.strerror or error})") from None
+    declared = None
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError as error:  # a bad coding line, or undecodable bytes in the first two lines
+        encoding, declared = "utf-8", str(error.msg)
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        name = "UTF-8" if encoding.startswith("utf-8") else encoding
+        raise SourceUnreadable(
+            f"{where}:{line}: byte 0x{data[error.start]:02x} is not valid {name} - save the file as UTF-8"
+        ) from None
+    if declared is not None:
+        raise SourceUnreadable(f"{where}:1: {declared}")
+    return text
 
 
 class GradingUnavailable(Exception):
@@ -92,7 +125,10 @@ def grade(kata: KataInfo, *, stop_at_first_failure: bool = False) -> list[dict[s
             "--kata-json", str(results), "--no-progress", *(["-x"] if stop_at_first_failure else []),
             str(kata.test_file.relative_to(REPO_ROOT)),
         ]  # fmt: skip
-        run = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+        try:
+            run = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+        except OSError as error:  # e.g. a .nox/check copied from another machine
+            raise GradingUnavailable(f"cannot run {python}: {error.strerror or error}") from None
         if not results.exists():
             lines = [line for line in (run.stdout + run.stderr).splitlines() if line.strip()]
             detail = lines[-1] if lines else f"pytest exited with code {run.returncode}"
@@ -128,3 +164,30 @@ def select(selector: str) -> KataInfo:
         return find_kata(selector)
     except UnknownKata as error:
         raise SystemExit(fail(str(error), 2)) from None
+
+
+def prompt(what: str) -> str:
+    return f"The kata does not pass yet; show {what} anyway? [y/N] "
+
+
+def confirmed(kata: KataInfo, what: str) -> tuple[bool, str]:
+    """(show `what`?, why not): grade the kata; if it fails, ask on a terminal, refuse elsewhere. The spoiler
+    guard of `compare` (what = "the reference") and `explain` (what = "the model answers")."""
+    print(paint(f"grading kata {number(kata)} before showing {what}...", "dim"), flush=True)
+    try:
+        records = grade(kata, stop_at_first_failure=True)
+    except GradingUnavailable as error:
+        status = f"cannot tell whether kata {number(kata)} passes ({error})"
+    else:
+        failing = [record for record in failures(records) if record["outcome"] != "not run"]
+        if not failing:
+            return True, ""
+        status = f"kata {number(kata)} does not pass yet ({failing[0]['name']} fails)"
+    if not sys.stdin.isatty():
+        return False, f"{status}: finish it first, or add --peek to see {what} anyway"
+    print(status + ".")
+    try:
+        answer = input(prompt(what))
+    except EOFError:
+        answer = ""
+    return answer.strip().lower() in ("y", "yes"), f"not shown: {what} stay a surprise"

@@ -6,14 +6,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v nox >/dev/null 2>&1; then
-    # Into the active virtualenv when there is one, else for this user only (never system-wide).
+    # Into the active virtualenv when there is one; else into .venv here (git-ignored), never system-wide
+    # nor with `pip install --user`, which an "externally managed" Python (PEP 668: Debian, Ubuntu,
+    # Homebrew) refuses.
     if python3 -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
         python3 -m pip install "nox>=2025.2.9"
     else
-        user_bin="$(python3 -m site --user-base)/bin"
-        PATH="$user_bin:$PATH"
-        command -v nox >/dev/null 2>&1 || python3 -m pip install --user "nox>=2025.2.9"
-        echo "nox is in $user_bin: add that folder to your PATH to run nox yourself."
+        if [ ! -x .venv/bin/nox ]; then
+            echo "No virtual environment is active: installing nox into .venv (or use pipx: pipx install nox)."
+            python3 -m venv .venv || {
+                echo "python3 -m venv failed: install your system's venv package (e.g. python3-venv)," \
+                    "or install nox yourself with pipx, then run this again." >&2
+                exit 1
+            }
+            .venv/bin/python -m pip install "nox>=2025.2.9"
+        fi
+        PATH="$PWD/.venv/bin:$PATH"
+        echo "nox is in .venv: run 'source .venv/bin/activate' to use nox yourself."
     fi
 fi
 

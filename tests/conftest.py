@@ -4,4 +4,5 @@ pytest_plugins = [
     "kata_harness.cuda_marker",
     "kata_harness.grading",
     "kata_harness.scoreboard",
+    "kata_harness.isolation",
 ]

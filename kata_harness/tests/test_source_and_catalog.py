@@ -6,7 +6,14 @@ from pathlib import Path
 import pytest
 
 from kata_harness.catalog import UnknownKata, all_katas, find_kata, is_kata_selector, kata_of_test_file
-from kata_harness.source import REPO_ROOT, KataImportError, KataNameMissing, load_kata, source_dir
+from kata_harness.source import (
+    REPO_ROOT,
+    KataImportError,
+    KataNameMissing,
+    load_kata,
+    missing_kata_message,
+    source_dir,
+)
 
 
 def write(folder: Path, name: str, text: str) -> Path:
@@ -36,10 +43,18 @@ def test_relative_source_is_relative_to_the_repo(monkeypatch: pytest.MonkeyPatch
     assert source_dir() == REPO_ROOT / "katas"
 
 
-def test_missing_file_points_at_reset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_file_in_katas_points_at_reset(tmp_path: Path) -> None:
+    message = missing_kata_message("k04_autograd", REPO_ROOT / "katas" / "k04_autograd.py")
+    assert message == "katas/k04_autograd.py is missing - `nox -s reset -- 4` brings back the stub"
+
+
+def test_missing_file_elsewhere_points_at_kata_source_not_reset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("KATA_SOURCE", str(tmp_path))
-    with pytest.raises(KataImportError, match=r"k04_autograd.py is missing - `nox -s reset -- 4`"):
+    with pytest.raises(KataImportError, match=r"KATA_SOURCE names .*, which has no k04_autograd.py") as error:
         _ = load_kata("k04_autograd").anything
+    assert "reset" not in str(error.value), "reset writes katas/, not the folder being graded"
 
 
 def test_missing_name_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,11 @@
 """The stub generator: what it keeps, what it replaces, and that it is stable under ruff format."""
 
 import ast
+from pathlib import Path
 
+import pytest
+
+from kata_harness import stubgen
 from kata_harness.stubgen import STUB_BODY, make_stub
 
 SOLUTION = '''"""Module docstring."""
@@ -68,3 +72,18 @@ def test_private_helpers_are_dropped_and_kept_scaffolding_stays() -> None:
 def test_stub_is_idempotent() -> None:
     stub = make_stub(SOLUTION)
     assert make_stub(stub) == stub
+
+
+def test_writing_over_a_changed_file_backs_it_up_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stubgen, "BACKUPS", tmp_path / "backups")
+    solution = tmp_path / "k90_x.py"
+    solution.write_text('def f():\n    """Doc."""\n    return 1\n')
+    target = tmp_path / "out" / "k90_x.py"
+    assert stubgen.write_stub(solution, target) is None  # nothing there yet
+    assert stubgen.write_stub(solution, target) is None  # the stub already: nothing to keep
+    target.write_text("def f():\n    return 2  # learner work\n")
+    backup = stubgen.write_stub(solution, target)
+    assert backup is not None and backup.read_text() == "def f():\n    return 2  # learner work\n"
+    assert target.read_text() == make_stub(solution.read_text())

@@ -7,6 +7,7 @@ real katas/ is never touched. Commands that must work in nox's own interpreter (
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -152,6 +154,76 @@ def test_every_kata_has_three_hints_for_every_task(kata: KataInfo) -> None:
     assert hints.problems_with_hints(kata) == []
 
 
+GRADED_TASK_GONE = "graded-task-gone"  # a saved grading that names a task the kata no longer has
+
+
+def saved_digest(repo: Path) -> str:
+    """hints.digest for the copy: the learner's file and the kata's tests."""
+    hasher = hashlib.sha256()
+    for path in (learner(repo), repo / "tests" / f"test_{KATA}.py"):
+        hasher.update(path.read_bytes() + b"\0")
+    return hasher.hexdigest()
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        "[]",
+        "null",
+        "3",
+        "not json {",
+        json.dumps({KATA: []}),
+        json.dumps({KATA: None}),
+        json.dumps({KATA: {"shown": []}}),
+        json.dumps({KATA: {"shown": {"build_mlp": "two"}}}),
+        json.dumps({KATA: {"shown": {"build_mlp": None, "runtime_info": True}}}),
+        json.dumps({KATA: {"graded": 5}}),
+        json.dumps({KATA: {"graded": {"digest": 1, "task": ["build_mlp"]}}}),
+        GRADED_TASK_GONE,
+    ],
+)
+def test_hint_survives_a_malformed_state_file_with_at_most_a_one_line_notice(repo: Path, state: str) -> None:
+    if state == GRADED_TASK_GONE:
+        graded = {"digest": saved_digest(repo), "task": "no_such_task", "tally": "0/1 tests pass", "note": ""}
+        state = json.dumps({KATA: {"graded": graded}})
+    (repo / ".katas-hints.json").write_text(state)
+    result = run(repo, "hints", "1", bare=True)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 1
+    assert "task 1/3: build_mlp" in result.stdout and "hint 1/3" in result.stdout
+    saved = json.loads((repo / ".katas-hints.json").read_text())
+    assert saved[KATA]["shown"] == {"build_mlp": 1}  # a clean state replaces the bad one
+
+
+def test_hint_keeps_the_good_part_of_a_state_file(repo: Path) -> None:
+    state = {KATA: {"shown": {"build_mlp": 1, "runtime_info": "x"}}, "k99_gone": 7}
+    (repo / ".katas-hints.json").write_text(json.dumps(state))
+    result = run(repo, "hints", "1", bare=True)
+    assert result.returncode == 0, result.stderr
+    assert one_line(result.stderr) == "note: ignored malformed entries in .katas-hints.json"
+    assert "hint 2/3" in result.stdout  # build_mlp's level survived
+
+
+def test_hint_without_a_kata_and_a_malformed_progress_file_is_one_line(repo: Path) -> None:
+    (repo / ".katas-progress.json").write_text("[1, 2]")
+    result = run(repo, "hints", bare=True)
+    assert result.returncode == 2
+    assert "say which kata" in one_line(result.stderr)
+
+
+def test_an_interpreter_that_cannot_run_makes_grading_unavailable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A .nox/check/bin/python that will not start (copied from another machine, say): hint guesses the task
+    and compare says it cannot tell, instead of a traceback."""
+    broken = tmp_path / "python"
+    broken.write_text("not a program\n")  # and not executable
+    monkeypatch.setattr(workflow, "grading_python", lambda: str(broken))
+    with pytest.raises(workflow.GradingUnavailable, match=r"^cannot run .*python: "):
+        workflow.grade(find_kata(KATA))
+
+
 # --- bad input: one line, non-zero -------------------------------------------------------------------
 
 
@@ -181,6 +253,42 @@ def test_a_deleted_kata_is_reported_missing_with_the_reset_command(repo: Path, m
 # --- compare ------------------------------------------------------------------------------------------
 
 
+LATIN_1_LINE = 3  # where the non-UTF-8 byte goes
+
+
+def write_latin_1(repo: Path, *, declared: bool = False) -> None:
+    """The stub with a comment saved in Latin-1 ("café" as the byte 0xe9) on line LATIN_1_LINE."""
+    lines = make_stub(solution_text()).encode("utf-8").splitlines(keepends=True)
+    cookie = [b"# -*- coding: latin-1 -*-\n"] if declared else []
+    lines = [*cookie, *lines]
+    lines.insert(LATIN_1_LINE - 1, "# café\n".encode("latin-1"))
+    learner(repo).write_bytes(b"".join(lines))
+
+
+@pytest.mark.parametrize("args", [("hints", "1"), ("compare", "1", "--peek"), ("compare", "1")])
+def test_a_kata_file_that_is_not_utf8_is_one_line_naming_the_line(repo: Path, args: tuple[str, ...]) -> None:
+    write_latin_1(repo)
+    result = run(repo, *args, bare=True)
+    assert result.returncode == 1
+    assert one_line(result.stderr) == (
+        f"katas/{KATA}.py:{LATIN_1_LINE}: byte 0xe9 is not valid UTF-8 - save the file as UTF-8"
+    )
+
+
+def test_a_kata_file_that_declares_its_encoding_is_compared(repo: Path) -> None:
+    write_latin_1(repo, declared=True)  # Python reads it, and so does compare
+    result = run(repo, "compare", "1", "--peek", bare=True)
+    assert result.returncode == 0, result.stderr
+    assert "3 function(s) differ" in result.stdout
+
+
+def test_compare_of_a_file_with_a_null_byte_falls_back_to_whole_files(repo: Path) -> None:
+    learner(repo).write_text(solution_text() + "\x00\n")
+    result = run(repo, "compare", "1", "--peek", bare=True)
+    assert result.returncode == 0, result.stderr
+    assert "comparing whole files instead" in result.stdout and "Traceback" not in result.stderr
+
+
 def test_compare_refuses_off_a_terminal_until_the_kata_passes(repo: Path) -> None:
     result = run(repo, "compare", "1")
     assert result.returncode == 1
@@ -208,6 +316,73 @@ def test_compare_peek_diffs_only_the_functions_that_differ(repo: Path) -> None:
     assert start <= sigmoid_line < start + length, "hunk headers must count lines of the learner's file"
 
 
+def test_compare_ignores_renamed_locals_but_shows_real_differences_as_written(repo: Path) -> None:
+    # runtime_info: its local `cuda` renamed, and nothing else ("cuda" in keys and strings stays).
+    mine = solution_text().replace("cuda = torch", "has_gpu = torch").replace(" if cuda ", " if has_gpu ")
+    mine = mine.replace('"cuda_available": cuda,', '"cuda_available": has_gpu,')
+    mine = mine.replace("loss", "mse").replace("for _ in", "for step in")  # fit_line: renamed locals...
+    mine = mine.replace("w -= lr * w.grad", "w -= lr * 2 * w.grad")  # ... and one real change
+    learner(repo).write_text(mine)
+    result = run(repo, "compare", "1", "--peek", bare=True)
+    assert result.returncode == 0, result.stderr
+    assert "runtime_info" not in result.stdout and "build_mlp" not in result.stdout
+    assert f"--- katas/{KATA}.py (yours) fit_line" in result.stdout
+    assert "1 function(s) differ" in result.stdout
+    # The diff is of the code as written: the learner's own names, on both sides of the change.
+    assert "-        mse = ((w * xs + b - ys) ** 2).mean()" in result.stdout
+    assert "+        loss = ((w * xs + b - ys) ** 2).mean()" in result.stdout
+    assert "-            w -= lr * 2 * w.grad" in result.stdout
+
+
+def shapes(source: str) -> str:
+    return compare.functions(textwrap.dedent(source))["f"].shape
+
+
+def test_shape_is_blind_to_local_names_only() -> None:
+    base = """
+        def f(xs, lr=0.1):
+            total = 0
+            for x in xs:
+                total += x * lr
+            squares = [v * v for v in xs]
+            with open("p", encoding="utf-8") as fh:
+                text = fh.read()
+            try:
+                pass
+            except ValueError as err:
+                raise RuntimeError(text) from err
+            helper = lambda t: t + total
+            return total, squares, helper(1)
+        """
+    renamed = (
+        base.replace("total", "acc").replace("for x in xs", "for item in xs").replace("x * lr", "item * lr")
+        .replace("v * v for v", "q * q for q").replace("fh", "handle").replace("err", "e")
+        .replace("text", "body").replace("helper", "h").replace("lambda t: t", "lambda u: u")
+    )  # fmt: skip
+    assert shapes(renamed) == shapes(base)
+    different = {
+        "a parameter": base.replace("xs", "values"),  # the contract
+        "a global": base.replace("open(", "print("),
+        "an attribute": base.replace("fh.read()", "fh.readline()"),
+        "a keyword": base.replace("encoding=", "errors="),
+        "which local is used": base.replace("RuntimeError(text)", "RuntimeError(squares)"),
+    }
+    for what, source in different.items():
+        assert shapes(source) != shapes(base), what
+
+
+def test_shape_keeps_the_names_a_nested_class_binds() -> None:
+    base = """
+        def f(n):
+            class Net:
+                def forward(self, x):
+                    return x * n
+            return Net
+        """
+    assert shapes(base.replace("Net", "Model")) == shapes(base)  # the class is a local
+    assert shapes(base.replace("forward", "forwrd")) != shapes(base)  # its method is an attribute
+
+
 def test_compare_after_the_kata_passes_asks_nothing(repo: Path) -> None:
     learner(repo).write_text(solution_text())
     result = run(repo, "compare", "1")
@@ -215,16 +390,24 @@ def test_compare_after_the_kata_passes_asks_nothing(repo: Path) -> None:
     assert "every function matches the reference" in result.stdout
 
 
+@pytest.mark.parametrize("name", [f"test_{KATA}", KATA, "1"])
+def test_compare_names_the_kata_as_the_open_file_does(repo: Path, name: str) -> None:
+    """VS Code's task passes the open file's name: the kata's, its solution's or its test file's."""
+    learner(repo).write_text(solution_text())
+    result = run(repo, "compare", name, "--peek", bare=True)
+    assert result.returncode == 0, result.stderr
+    assert "every function matches the reference" in result.stdout
+
+
 def test_compare_asks_on_a_terminal_and_obeys_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     failing = [{"name": "test_x", "nodeid": "t::test_x", "outcome": "failed", "message": "", "names": []}]
-    monkeypatch.setattr(compare, "grade", lambda kata, **_: failing)
+    monkeypatch.setattr(workflow, "grade", lambda kata, **_: failing)
     monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
     asked = []
     for answer, shown in [("y", True), ("", False), ("no", False)]:
         monkeypatch.setattr("builtins.input", lambda prompt, answer=answer: asked.append(prompt) or answer)
-        assert compare.confirmed(find_kata(KATA))[0] is shown
-    assert asked == [compare.PROMPT] * 3
-    assert compare.PROMPT == "The kata does not pass yet; show the reference anyway? [y/N] "
+        assert workflow.confirmed(find_kata(KATA), "the reference")[0] is shown
+    assert asked == ["The kata does not pass yet; show the reference anyway? [y/N] "] * 3
 
 
 # --- reset --------------------------------------------------------------------------------------------
