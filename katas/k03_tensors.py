@@ -33,7 +33,8 @@ What interviewers probe
   `.contiguous()` makes a row-major copy (or returns `x` itself when it already is one).
 - `reshape(n, -1)` cannot infer `-1` when the tensor has no elements (an empty batch): give the size.
 - `torch.from_numpy(a)` shares memory with `a` (so does `Tensor.numpy()`); `torch.tensor(a)` always copies,
-  and `torch.Tensor(a)` casts to float32 (copying any array that is not float32 already).
+  and `torch.Tensor(a)` casts to the default dtype (`torch.get_default_dtype()`, float32 unless someone
+  changed it), copying any array that does not have that dtype already.
 - `.numpy()` refuses a tensor that requires grad (call `.detach()` first) and a tensor on a GPU (call
   `.cpu()` first); `t.detach().cpu().numpy()` works everywhere (`t.numpy(force=True)` too).
 - Broadcasting: shapes are aligned from the RIGHT; `(N, D) - (M, D)` fails when N != M (neither being 1),
@@ -57,6 +58,15 @@ Follow-up questions
 - When is a float16 or bfloat16 tensor a good idea, and what changes in the dtype rules when you add one
   to a float32 tensor?
 
+Grading without a GPU
+=====================
+Device bugs (`.numpy()` without `.cpu()`, `"cuda"` instead of `"cuda:0"`, a result built on the CPU) pass
+on a machine without a GPU unless the grader looks for them. It does: `tensor_info`, `to_numpy` and
+`pairwise_sq_dists` also get pretend CUDA tensors (they report `cuda:0`, refuse `.numpy()` and refuse to
+mix with CPU tensors as real ones do), and `flatten_batch` also runs on the `meta` device (shapes and
+dtypes, no memory). The tests marked `cuda` repeat the device checks on a real GPU: only they see real
+device memory and transfers.
+
 Grade this kata: `nox -s check -- 3`. Stuck? `nox -s hint -- 3`.
 """
 
@@ -72,7 +82,7 @@ def tensor_info(t: Tensor) -> dict:
 
     - `"shape"`: `t`'s shape as a tuple of ints (a `torch.Size` counts; `()` for a 0-dim tensor);
     - `"dtype"`: the `torch.dtype` of `t` (the dtype object, not a string);
-    - `"device"`: `str(t.device)`, e.g. `"cpu"`, `"cuda:0"` (with the index), `"meta"`;
+    - `"device"`: `str(t.device)`, a plain `str`, e.g. `"cpu"`, `"cuda:0"` (with the index), `"meta"`;
     - `"requires_grad"`: a bool, whether autograd tracks `t` (True also for results computed from such a
       tensor);
     - `"ndim"`: the number of dimensions, an int (0 for a 0-dim tensor);
@@ -89,9 +99,9 @@ def to_numpy(t: Tensor) -> np.ndarray:
 
     The dtype matches (`torch.float32` -> `numpy.float32`, `torch.int64` -> `numpy.int64`, `torch.bool` ->
     `numpy.bool_`, ...) for every dtype NumPy has (not `bfloat16`). It must also work when `t` requires grad
-    (a leaf or the result of an operation) and when `t` lives on a GPU. `t` itself is left as it was: it
-    still requires grad if it did, and stays on its device. Whether the array shares memory with a CPU
-    tensor is up to you.
+    (a leaf or the result of an operation) and when `t` lives on a GPU. `t` itself is left as it was: its
+    values stay, it still requires grad if it did (and keeps its `grad_fn`), and it stays on its device.
+    Whether the array shares memory with a CPU tensor is up to you.
     """
     raise NotImplementedError  # TODO: replace this line with your implementation
 
@@ -114,7 +124,8 @@ def flatten_batch(x: Tensor) -> Tensor:
     `x.shape[1:]` (so a 1-D `x` of shape `(N,)` gives `(N, 1)`, and `(0, 3, 4)` gives `(0, 12)`: an empty
     batch works). Row `i` holds the elements of `x[i]` in row-major order (the last index changes fastest).
     It must work on non-contiguous `x` (e.g. a transposed or permuted tensor). The result has `x`'s dtype and
-    device; whether it shares memory with `x` is up to you.
+    device (any device, the `meta` device included); whether it shares memory with `x` is up to you. `x`
+    itself is not modified: its shape, strides and values stay as they were.
     """
     raise NotImplementedError  # TODO: replace this line with your implementation
 
@@ -126,6 +137,6 @@ def pairwise_sq_dists(a: Tensor, b: Tensor) -> Tensor:
     tensor with `out[i, j] = sum_k (a[i, k] - b[j, k]) ** 2`, computed by broadcasting: no Python loops, so
     the number of torch operations you run must not grow with N or M. Every entry is `>= 0` (an identical
     pair of rows gives 0, never a tiny negative number from rounding). The result has the dtype and device of
-    the inputs.
+    the inputs. `a` and `b` are not modified (shape, strides and values).
     """
     raise NotImplementedError  # TODO: replace this line with your implementation

@@ -6,22 +6,27 @@ The idea
 ========
 `torch.Tensor` is the tensor *class*. Calling it directly is the legacy constructor, and it overloads two
 very different meanings on its arguments: a sequence is read as *data*, but bare integers are read as a
-*shape*. Whatever the data, the result has the default floating dtype (float32), so integers and bools are
-silently converted. Handed an existing tensor, or a numpy array that already has that dtype, it may not copy
-at all and instead alias the same memory.
+*shape*. Data (a list, or a numpy array) is converted to the default floating dtype,
+`torch.get_default_dtype()` (float32 unless someone called `torch.set_default_dtype`), so integers and bools
+are silently converted.
+Handed an existing tensor it converts nothing and copies nothing: it returns an alias of that tensor, with
+the tensor's own dtype whatever it is (an int64 tensor gives an int64 alias). Handed a numpy array that
+already has the default dtype, it shares the array's memory; any other array is copied and converted.
 
 `torch.tensor` is a *factory function*: its argument is always data, it always copies, and it infers the dtype
-from the Python values (bool -> torch.bool, int -> torch.int64, float -> the default dtype, float32,
-complex -> complex64; a mix promotes to the widest kind present). Pass `dtype=` and `device=` to say exactly
-what you want.
+from the Python values (bool -> torch.bool, int -> torch.int64, float -> the default dtype (float32 by
+default), complex -> the default dtype's complex partner (complex64 by default); a mix promotes to the
+widest kind present). Pass `dtype=` and `device=` to say exactly what you want.
 
 The rest of the family follows one pattern: a factory says what to build, plus `dtype`, `device` and
 (for random numbers) `generator`. `torch.zeros/ones/full/empty/arange/randn` build from a shape;
 `torch.zeros_like/full_like/...` build "a tensor like t" (same shape, dtype, device). `torch.from_numpy` and
 `torch.as_tensor` share memory with a numpy array where they can; `torch.tensor` never does.
 
-Randomness: `torch.manual_seed` reseeds the single *global* generator, which every other caller shares.
-A local `torch.Generator` gives a reproducible stream without touching anyone else's.
+Randomness: `torch.manual_seed` reseeds the *global* generators, which every other caller shares: the
+CPU's and every GPU's (CUDA, MPS, XPU, ...), all at once. Saving `torch.get_rng_state()` and restoring it
+afterwards undoes the CPU part only; the GPUs stay reseeded. A local `torch.Generator` gives a reproducible
+stream without touching anyone else's.
 
 What interviewers probe
 =======================
@@ -29,15 +34,20 @@ What interviewers probe
   `torch.Tensor([3])` is `[3.]`. One pair of brackets changes data into a shape.
 - `torch.Tensor([1, 2])` is float32 `[1., 2.]`; `torch.tensor([1, 2])` is int64. Integer labels built with the
   legacy constructor become floats and then break `cross_entropy` or indexing.
-- Sharing surprises: `torch.Tensor(t)` for a float32 tensor `t` returns an alias (writing one writes the
-  other); `torch.Tensor(a)` shares memory with a float32 numpy array but silently copies (and converts) a
-  float64 one. `torch.tensor(...)` always copies; `torch.from_numpy(a)` always shares.
-- dtype inference: Python floats are doubles, yet `torch.tensor([1.0])` is float32 (the default dtype);
-  `bool` is a subclass of `int`, yet `[True]` infers torch.bool; `[1, 2.5]` promotes to float32,
-  `[1, 2j]` to complex64; an empty list gives float32. A numpy float64 array keeps float64.
+- Sharing surprises: `torch.Tensor(t)` for a tensor `t` of any dtype returns an alias with `t`'s dtype
+  (writing one writes the other; an int64 `t` stays int64); `torch.Tensor(a)` shares memory with a numpy
+  array of the default dtype (float32) but silently copies (and converts) any other, a float64 one say.
+  `torch.tensor(...)` always copies; `torch.from_numpy(a)` always shares.
+- dtype inference: Python floats are doubles, yet `torch.tensor([1.0])` is float32 (the default dtype;
+  after `torch.set_default_dtype(torch.float64)` it is float64); `bool` is a subclass of `int`, yet
+  `[True]` infers torch.bool; `[1, 2.5]` promotes to float32, `[1, 2j]` to complex64; an empty list gives
+  the default dtype. A numpy float64 array keeps float64.
 - Reproducibility without side effects: `torch.manual_seed` inside a helper changes the random numbers
-  of every caller after it. Use `torch.Generator().manual_seed(seed)` and pass `generator=`.
-- "Like" factories keep dtype and device: `torch.full(t.shape, v)` quietly makes a float32 CPU tensor.
+  of every caller after it, on every device. Use `torch.Generator().manual_seed(seed)` and pass
+  `generator=`.
+- "Like" factories keep dtype and device; plain factories do not: `torch.full(t.shape, v)` takes its
+  dtype from `v` (int64 for `3`, the default float dtype for `3.0`, bool for `True`), not from `t`, and
+  lands on the default device (the CPU) whatever `t`'s device.
 
 Your tasks
 ==========
@@ -54,6 +64,14 @@ Follow-up questions
 - What does `torch.tensor(t)` do when `t` is already a tensor, and what does PyTorch recommend instead?
 - How would you make data loading reproducible across several DataLoader worker processes?
 - When is `torch.empty` the right choice, and what goes wrong if you read from it first?
+
+Grading without a GPU
+=====================
+Device bugs pass on a machine without a GPU unless the grader looks for them. It does: `one_hot` also gets
+pretend CUDA labels (they report `cuda:0` and refuse to mix with CPU tensors as real ones do), `seeded_normal`
+also runs with a pretend GPU generator (so reseeding the GPUs shows), and `constant_like` also runs on the
+`meta` device. The tests marked `cuda` repeat the checks on a real GPU: only they see real device memory and
+real GPU generators.
 
 Grade this kata: `nox -s check -- 5`. Stuck? `nox -s hint -- 5`.
 """
@@ -73,9 +91,11 @@ def legacy_equivalent(data: list) -> Tensor:
             `[[1, 2.5], [3, 4]]`, `[3]` or `[]`.
 
     Returns:
-        A new float32 CPU tensor holding those values, with the shape of the nesting: `[1, 2]` gives
+        A new float32 CPU tensor (float32 being the default dtype, which the grader leaves in place) that
+        does not require grad, holding those values, with the shape of the nesting: `[1, 2]` gives
         float32 `[1., 2.]` of shape `(2,)`, `[3]` gives `[3.]` of shape `(1,)` (a value, not a length),
         `[]` gives an empty tensor of shape `(0,)`. Integers and bools become floats (True -> 1.0).
+        `data` is not modified.
     """
     raise NotImplementedError  # TODO: replace this line with your implementation
 
@@ -87,15 +107,16 @@ def inferred_dtype(data: list) -> torch.dtype:
 
     - only bools -> `torch.bool`;
     - ints (and possibly bools) -> `torch.int64`;
-    - any float, none complex -> `torch.float32`;
-    - any complex -> `torch.complex64`;
-    - the empty list `[]` -> `torch.float32`.
+    - any float, none complex -> `torch.float32` (the default dtype);
+    - any complex -> `torch.complex64` (the default dtype's complex partner);
+    - the empty list `[]` -> `torch.float32` (the default dtype).
 
     Args:
         data: a list, possibly nested (rectangular), of Python bools, ints, floats and complex numbers.
+            It is not modified.
 
     Returns:
-        A `torch.dtype`, one of the four above.
+        A `torch.dtype` object (not its name as a string), one of the four above.
     """
     raise NotImplementedError  # TODO: replace this line with your implementation
 
@@ -125,6 +146,8 @@ def seeded_normal(shape: tuple[int, ...], seed: int) -> Tensor:
     - Different seeds give different numbers.
     - The global CPU random state (`torch.get_rng_state()`) is the same after the call as before it: the
       numbers the caller's next `torch.randn` draws do not depend on whether this function was called.
+    - Every GPU's global generator is left alone as well (on a CUDA machine, `torch.cuda.get_rng_state_all()`
+      is the same after the call as before it).
 
     Args:
         shape: the shape of the result.
@@ -167,6 +190,8 @@ def constant_like(t: Tensor, value: float) -> Tensor:
         value: the fill value.
 
     Returns:
-        A new tensor with `t.shape`, `t.dtype` and `t.device`.
+        A new tensor with `t.shape`, `t.dtype` and `t.device`. It shares no memory with `t` (writing into it
+        leaves `t` as it was) and does not require grad, even when `t` does: it is a constant, not a
+        function of `t`.
     """
     raise NotImplementedError  # TODO: replace this line with your implementation

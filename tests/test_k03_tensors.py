@@ -1,16 +1,21 @@
 """Grader for k03_tensors: tensor metadata, NumPy round trips, flattening and broadcast distances.
 
 Every expected value is computed here independently (Python arithmetic, NumPy, float64 formulas), never
-copied from the reference solution.
+copied from the reference solution. Device bugs are caught without a GPU: on the `meta` device, and on a
+pretend CUDA tensor (`fake_cuda`, below); the `cuda` tests repeat them on a real GPU.
 """
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.overrides import TorchFunctionMode
+from torch.utils import _pytree as pytree
 
 from kata_harness import load_kata
 from kata_harness.testing import assert_close, record_torch_calls
@@ -72,6 +77,127 @@ def call_explained(func, *args, errors: tuple[type[BaseException], ...], advice:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# A pretend GPU, so device bugs fail on a machine without one. Inside `fake_cuda()`, a FakeCudaTensor
+# reports device cuda:0; `.numpy()` refuses it as it refuses a CUDA tensor; `.cpu()` / `.to("cpu")` copy it
+# into a plain CPU tensor; factories asked for a CUDA device build FakeCudaTensors; operations on one return
+# FakeCudaTensors; and mixing one with a CPU tensor of one or more dimensions raises, as CUDA does (0-dim CPU
+# tensors, CPU index tensors and cross-device `copy_` are allowed, as on CUDA). Its memory is CPU memory
+# throughout: only the `cuda` tests check the real thing.
+# (The same block is in tests/test_k03_tensors.py and tests/test_k05_tensor_creation.py.)
+
+FAKE_CUDA = torch.device("cuda", 0)
+_INDEX_ARG = {"__getitem__": 1, "__setitem__": 1, "index_put": 1, "index_put_": 1, "index_select": 2}
+_IN_PLACE_DUNDERS = {"__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__",
+                     "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__",
+                     "__imatmul__"}  # fmt: skip
+
+
+class FakeCudaTensor(torch.Tensor):
+    """CPU memory that plays a tensor on cuda:0 inside `fake_cuda()`."""
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+
+def on_fake_cuda(t: torch.Tensor) -> FakeCudaTensor:
+    """A copy of `t` "on the GPU": a leaf, requiring grad when `t` does."""
+    return torch.Tensor._make_subclass(FakeCudaTensor, t.detach().clone(), t.requires_grad)
+
+
+def _is_fake(x: object) -> bool:
+    return isinstance(x, FakeCudaTensor)
+
+
+def _as_fake(t: torch.Tensor) -> torch.Tensor:
+    return t if _is_fake(t) else t.as_subclass(FakeCudaTensor)
+
+
+class _FakeCudaMode(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = dict(kwargs or {})
+        name = getattr(func, "__name__", "")
+        tensors = [x for x in pytree.tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor)]
+        fake = [x for x in tensors if _is_fake(x)]
+        if fake:
+            if func == torch.Tensor.device.__get__:
+                return FAKE_CUDA
+            if func == torch.Tensor.is_cuda.__get__:
+                return True
+            if func == torch.Tensor.is_cpu.__get__:
+                return False
+            if func is torch.Tensor.get_device:
+                return FAKE_CUDA.index
+            if func in (torch.Tensor.numpy, torch.Tensor.__array__) and not kwargs.get("force", False):
+                raise TypeError(
+                    "can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor "
+                    "to host memory first."
+                )
+        target = None  # the device the call asks for, when it names one
+        if func is torch.Tensor.cpu:
+            target = torch.device("cpu")
+        elif func is torch.Tensor.cuda:
+            target, func, args, kwargs = FAKE_CUDA, torch.Tensor.clone, args[:1], {}
+        elif func is torch.Tensor.to:
+            if len(args) > 1 and isinstance(args[1], torch.Tensor):
+                target = FAKE_CUDA if _is_fake(args[1]) else args[1].device
+                dtype = args[1].dtype
+            else:
+                target, dtype, _, _ = torch._C._nn._parse_to(*args[1:], **kwargs)
+            moves = target is not None and (target.type == "cuda") != _is_fake(args[0])
+            dtype = dtype if dtype is not None else args[0].dtype
+            args, kwargs = (args[0], dtype), {"copy": bool(kwargs.get("copy", False) or moves)}
+        elif kwargs.get("device") is not None:
+            spec = kwargs["device"]
+            target = torch.device("cuda", spec) if isinstance(spec, int) else torch.device(spec)
+            if target.type == "cuda":
+                kwargs["device"] = "cpu"
+        if target is None and fake:
+            _check_same_device(name, args, kwargs, tensors)
+        out = func(*args, **kwargs)
+        in_place = (name.endswith("_") and not name.startswith("__")) or name in _IN_PLACE_DUNDERS
+        if target is not None:
+            to_cuda = target.type == "cuda"
+        elif in_place and args and isinstance(args[0], torch.Tensor):
+            to_cuda = _is_fake(args[0])  # the result lives where `self` does
+        else:
+            to_cuda = bool(fake)
+        if to_cuda:
+            return pytree.tree_map_only(torch.Tensor, _as_fake, out)
+        if fake:  # a copy off the GPU is plain, and never shares memory with the GPU tensor
+            storages = {f.untyped_storage().data_ptr() for f in fake}
+
+            def plain(t: torch.Tensor) -> torch.Tensor:
+                t = t.as_subclass(torch.Tensor) if _is_fake(t) else t
+                return t.clone() if t.numel() and t.untyped_storage().data_ptr() in storages else t
+
+            return pytree.tree_map_only(torch.Tensor, plain, out)
+        return out
+
+
+def _check_same_device(name: str, args: tuple, kwargs: dict, tensors: list[torch.Tensor]) -> None:
+    """Raise as CUDA does for an operation that mixes a (fake) CUDA tensor with a CPU tensor."""
+    if name == "copy_":
+        return
+    if name in _INDEX_ARG:
+        index = kwargs.get("index", args[_INDEX_ARG[name]] if len(args) > _INDEX_ARG[name] else None)
+        if not _is_fake(args[0]) and any(_is_fake(x) for x in pytree.tree_leaves(index)):
+            raise RuntimeError(
+                "indices should be either on cpu or on the same device as the indexed tensor (cpu)"
+            )
+        return
+    if any(not _is_fake(t) and t.dim() > 0 for t in tensors):
+        raise RuntimeError(
+            "Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu!"
+        )
+
+
+@contextmanager
+def fake_cuda() -> Iterator[None]:
+    """Run a block with FakeCudaTensors playing CUDA tensors."""
+    with _FakeCudaMode():
+        yield
+
+
+# ----------------------------------------------------------------------------------------------------------
 # tensor_info
 
 
@@ -110,10 +236,21 @@ def test_tensor_info_device(device: torch.device) -> None:
     expected = f"cuda:{torch.cuda.current_device()}" if device.type == "cuda" else "cpu"
     for t, want in [(torch.ones(3, device=device), expected), (torch.ones(3, device="meta"), "meta")]:
         got = kata.tensor_info(t)["device"]
-        assert isinstance(got, str) and got == want, (
-            f"expected info['device'] == {want!r} (a str), got {type(got).__name__} {got!r}; "
+        assert type(got) is str and got == want, (
+            f"expected info['device'] == {want!r} (a plain str), got {type(got).__name__} {got!r}; "
             "likely cause: returning the torch.device object, or t.device.type (drops the ':0' index)"
         )
+
+
+def test_tensor_info_device_keeps_the_gpu_index() -> None:
+    t = on_fake_cuda(torch.ones(3))
+    with fake_cuda():
+        got = kata.tensor_info(t)["device"]
+    assert type(got) is str and got == "cuda:0", (
+        f"for a tensor on cuda:0 (a pretend one: this check runs without a GPU) expected info['device'] == "
+        f"'cuda:0' (a plain str), got {type(got).__name__} {got!r}; likely cause: t.device.type drops the "
+        "':0' index - str(t.device) keeps it"
+    )
 
 
 def test_tensor_info_requires_grad() -> None:
@@ -130,6 +267,10 @@ def test_tensor_info_requires_grad() -> None:
             f"for {label}: expected info['requires_grad'] == {want}, got {got!r}; "
             "likely cause: reading t.is_leaf, t.grad or t.grad_fn instead of t.requires_grad"
         )
+    assert leaf.requires_grad and cases[2][1].grad_fn is not None, (
+        "tensor_info changed the tensor it describes: it no longer requires grad (or lost its grad_fn); "
+        "likely cause: t.requires_grad_(...) or t.detach_() - read t.requires_grad, do not set it"
+    )
 
 
 @given(shape=any_shape)
@@ -190,11 +331,48 @@ def test_to_numpy_leaves_input_unchanged() -> None:
     t = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
     got = kata.to_numpy(t)
     assert isinstance(got, np.ndarray) and got.tolist() == [1.0, 2.0, 3.0], f"expected [1, 2, 3], got {got!r}"
-    assert t.requires_grad, (
-        "expected the input to still require grad after to_numpy, but t.requires_grad is now False; "
-        "likely cause: t.requires_grad_(False) changes the caller's tensor - use t.detach(), which makes "
-        "a new tensor"
+    assert t.requires_grad and t.tolist() == [1.0, 2.0, 3.0], (
+        f"expected the input to still require grad and hold [1, 2, 3] after to_numpy, got requires_grad="
+        f"{t.requires_grad}, values {t.tolist()}; likely cause: t.requires_grad_(False) or t.detach_() "
+        "changes the caller's tensor - use t.detach(), which makes a new tensor"
     )
+    y = t * 2  # a non-leaf: detach_() would cut it out of the caller's graph
+    kata.to_numpy(y)
+    assert y.requires_grad and y.grad_fn is not None, (
+        f"after to_numpy(t * 2) the caller's tensor lost its graph (requires_grad={y.requires_grad}, "
+        f"grad_fn={y.grad_fn}); likely cause: t.detach_() detaches the caller's tensor in place - use "
+        "t.detach(), which makes a new tensor"
+    )
+
+
+def test_to_numpy_gpu_tensor_without_a_gpu() -> None:
+    values = [[0.5, -1.0, 2.0], [4.0, 8.0, -16.0]]
+    leaf = on_fake_cuda(torch.tensor(values, requires_grad=True))
+    with fake_cuda():
+        non_leaf = leaf * 2
+    cases = [
+        ("a CUDA tensor", on_fake_cuda(torch.tensor(values)), values),
+        ("a CUDA leaf that requires grad", leaf, values),
+        ("a CUDA non-leaf (leaf * 2)", non_leaf, [[2 * v for v in row] for row in values]),
+    ]
+    for label, t, want in cases:
+        requires_grad = t.requires_grad
+        with fake_cuda():
+            got = call_explained(
+                kata.to_numpy,
+                t,
+                errors=(TypeError, RuntimeError),
+                advice=f"to_numpy raised on {label} (a pretend GPU tensor: this check runs without a GPU); "
+                "likely cause: .numpy() reads host memory only - copy the tensor with .cpu() first (after "
+                ".detach()); t.detach().cpu().numpy() works on every device",
+            )
+        assert isinstance(got, np.ndarray) and got.dtype == np.float32 and got.tolist() == want, (
+            f"for {label}: expected a float32 array {want}, got {got!r}"
+        )
+        assert type(t) is FakeCudaTensor and t.requires_grad == requires_grad, (
+            f"to_numpy changed the caller's {label}: it moved off the GPU or changed requires_grad; use "
+            "out-of-place calls (t.detach().cpu()), which leave t alone"
+        )
 
 
 def test_to_numpy_on_device(device: torch.device) -> None:
@@ -223,9 +401,13 @@ def test_from_numpy_shared_values_and_dtype(shape: tuple[int, ...], np_dtype: np
     t = kata.from_numpy_shared(a)
     want = NUMPY_TO_TORCH[np_dtype]
     assert isinstance(t, torch.Tensor), f"expected a torch.Tensor, got {type(t).__name__}"
-    assert t.dtype == want and tuple(t.shape) == shape, (
-        f"for a {np_dtype} array of shape {shape}: expected a {want} tensor of shape {shape}, got "
-        f"{t.dtype} {tuple(t.shape)}; likely cause: torch.Tensor(a), which casts to float32"
+    assert t.dtype == want, (
+        f"for a {np_dtype} array: expected a {want} tensor, got {t.dtype}; likely cause: torch.Tensor(a), "
+        "which casts to the default dtype (float32), or a .float() / dtype= cast"
+    )
+    assert tuple(t.shape) == shape, (
+        f"for an array of shape {shape}: expected a tensor of shape {shape}, got {tuple(t.shape)}; likely "
+        "cause: a reshape, or np.ascontiguousarray / np.atleast_1d, which turn a 0-dim array into 1-D"
     )
     assert t.tolist() == a.tolist(), f"values differ: expected {a.tolist()}, got {t.tolist()}"
 
@@ -253,6 +435,11 @@ def test_from_numpy_shared_non_contiguous_array() -> None:
         assert t[1, 1].item() == a[1, 1], (
             f"for the non-contiguous view {label}: a write to the array is not seen in the tensor; likely "
             "cause: np.ascontiguousarray / .copy() before torch.from_numpy makes a copy"
+        )
+        t[0, 1] = -3.0
+        assert a[0, 1] == -3.0, (
+            f"for the non-contiguous view {label}: a write to the tensor is not seen in the array; likely "
+            "cause: a copy (torch.tensor, .contiguous(), .clone()) after the conversion"
         )
 
 
@@ -330,11 +517,35 @@ def test_flatten_batch_non_contiguous() -> None:
         )
 
 
+def test_flatten_batch_leaves_input_unchanged() -> None:
+    cases = [
+        ("a 1-D tensor", torch.tensor([3.0, 1.0, 4.0])),
+        ("a (2, 3, 2) tensor", torch.arange(12.0).reshape(2, 3, 2)),
+        ("a transposed matrix", torch.arange(6.0).reshape(2, 3).T),
+    ]
+    for label, x in cases:
+        before = (tuple(x.shape), x.stride(), x.tolist())
+        kata.flatten_batch(x)
+        after = (tuple(x.shape), x.stride(), x.tolist())
+        assert after == before, (
+            f"flatten_batch changed its input, {label}: (shape, strides, values) were {before}, are now "
+            f"{after}; likely cause: an in-place method (unsqueeze_, resize_, t_, ...) changes the "
+            "caller's tensor - use the out-of-place form (unsqueeze, reshape), which returns a new tensor"
+        )
+
+
 def test_flatten_batch_keeps_dtype_and_device(device: torch.device) -> None:
     for dev in (device, torch.device("meta")):
         for dtype in (torch.int64, torch.float16, torch.bool):
             x = torch.zeros((2, 3, 2), dtype=dtype, device=dev)
-            got = kata.flatten_batch(x)
+            got = call_explained(
+                kata.flatten_batch,
+                x,
+                errors=(RuntimeError,),
+                advice=f"flatten_batch raised on a {dtype} tensor on {dev}; likely cause: a tensor built on "
+                "the CPU (torch.zeros/torch.tensor without device=x.device), or a value read back into "
+                "Python (.item(), .tolist()), which the meta device cannot do",
+            )
             assert got.dtype == dtype and got.device.type == dev.type, (
                 f"for a {dtype} tensor on {dev}: expected the result to keep dtype and device, got "
                 f"{got.dtype} on {got.device}; likely cause: a cast (.float()) or building a new tensor "
@@ -359,6 +570,20 @@ def dist_tolerance(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     scale = 1.0 + a.double().pow(2).sum(1).max().item() + b.double().pow(2).sum(1).max().item()
     eps = 1e-5 if a.dtype == torch.float32 else 1e-12
     return eps, eps * scale
+
+
+def test_pairwise_sq_dists_leaves_inputs_unchanged() -> None:
+    gen = torch.Generator().manual_seed(3)
+    a, b = torch.randn(4, 3, generator=gen), torch.randn(5, 3, generator=gen)
+    before = [(tuple(x.shape), x.stride(), x.tolist()) for x in (a, b)]
+    kata.pairwise_sq_dists(a, b)
+    after = [(tuple(x.shape), x.stride(), x.tolist()) for x in (a, b)]
+    for name, was, now in zip("ab", before, after, strict=True):
+        assert now == was, (
+            f"pairwise_sq_dists changed its input {name}: shape and strides were {was[:2]}, are now "
+            f"{now[:2]} (or its values changed); likely cause: an in-place method such as "
+            f"{name}.unsqueeze_(1) or {name}.sub_(...) - use a[:, None, :] / unsqueeze, which make new views"
+        )
 
 
 @given(
@@ -425,6 +650,37 @@ def test_pairwise_sq_dists_vectorised() -> None:
     assert len(set(counts.values())) == 1, (
         f"the number of torch calls grows with N and M: {counts} (N, M) -> calls; likely cause: a Python "
         "loop over the rows of a or b - broadcast a[:, None, :] against b[None, :, :] instead"
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_pairwise_sq_dists_gpu_inputs_without_a_gpu(dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(4)
+    a, b = torch.randn(4, 3, generator=gen, dtype=dtype), torch.randn(6, 3, generator=gen, dtype=dtype)
+    with fake_cuda():
+        got = call_explained(
+            kata.pairwise_sq_dists,
+            on_fake_cuda(a),
+            on_fake_cuda(b),
+            errors=(RuntimeError,),
+            advice="pairwise_sq_dists raised on inputs on cuda:0 (pretend ones: this check runs without a "
+            "GPU); likely cause: a helper tensor built on the CPU (torch.zeros/torch.tensor without "
+            "device=a.device) mixed with the inputs",
+        )
+    assert isinstance(got, torch.Tensor), f"expected a torch.Tensor, got {type(got).__name__}"
+    assert type(got) is FakeCudaTensor and got.dtype == dtype and tuple(got.shape) == (4, 6), (
+        f"inputs (4, 3) and (6, 3), {dtype} on cuda:0: expected a (4, 6) {dtype} result on cuda:0, got "
+        f"{tuple(got.shape)} {got.dtype} {'on cuda:0' if type(got) is FakeCudaTensor else 'on the CPU'}; "
+        "likely cause: the result built on the CPU (torch.zeros(N, M) without device=, a .cpu() call, or "
+        "a round trip through NumPy), or a cast"
+    )
+    rtol, atol = dist_tolerance(a, b)
+    assert_close(
+        got.as_subclass(torch.Tensor),
+        sq_dists_oracle(a, b).to(dtype),
+        rtol=rtol,
+        atol=atol,
+        what="pairwise_sq_dists on cuda:0 (pretend)",
     )
 
 

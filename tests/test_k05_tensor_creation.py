@@ -1,17 +1,195 @@
-"""Grader for k05_tensor_creation: torch.Tensor versus torch.tensor, and the factories around them."""
+"""Grader for k05_tensor_creation: torch.Tensor versus torch.tensor, and the factories around them.
+
+Device bugs are caught without a GPU: on the `meta` device, on pretend CUDA tensors (`fake_cuda`) and with a
+pretend GPU random generator (`fake_gpu_generator`), below; the `cuda` tests repeat them on a real GPU.
+"""
 
 from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.overrides import TorchFunctionMode
+from torch.utils import _pytree as pytree
 
 from kata_harness import load_kata
 from kata_harness.testing import assert_close
 
 kata = load_kata("k05_tensor_creation")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A pretend GPU, so device bugs fail on a machine without one. Inside `fake_cuda()`, a FakeCudaTensor
+# reports device cuda:0; `.numpy()` refuses it as it refuses a CUDA tensor; `.cpu()` / `.to("cpu")` copy it
+# into a plain CPU tensor; factories asked for a CUDA device build FakeCudaTensors; operations on one return
+# FakeCudaTensors; and mixing one with a CPU tensor of one or more dimensions raises, as CUDA does (0-dim CPU
+# tensors, CPU index tensors and cross-device `copy_` are allowed, as on CUDA). Its memory is CPU memory
+# throughout: only the `cuda` tests check the real thing.
+# (The same block is in tests/test_k03_tensors.py and tests/test_k05_tensor_creation.py.)
+
+FAKE_CUDA = torch.device("cuda", 0)
+_INDEX_ARG = {"__getitem__": 1, "__setitem__": 1, "index_put": 1, "index_put_": 1, "index_select": 2}
+_IN_PLACE_DUNDERS = {"__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__",
+                     "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__",
+                     "__imatmul__"}  # fmt: skip
+
+
+class FakeCudaTensor(torch.Tensor):
+    """CPU memory that plays a tensor on cuda:0 inside `fake_cuda()`."""
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+
+def on_fake_cuda(t: torch.Tensor) -> FakeCudaTensor:
+    """A copy of `t` "on the GPU": a leaf, requiring grad when `t` does."""
+    return torch.Tensor._make_subclass(FakeCudaTensor, t.detach().clone(), t.requires_grad)
+
+
+def _is_fake(x: object) -> bool:
+    return isinstance(x, FakeCudaTensor)
+
+
+def _as_fake(t: torch.Tensor) -> torch.Tensor:
+    return t if _is_fake(t) else t.as_subclass(FakeCudaTensor)
+
+
+class _FakeCudaMode(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = dict(kwargs or {})
+        name = getattr(func, "__name__", "")
+        tensors = [x for x in pytree.tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor)]
+        fake = [x for x in tensors if _is_fake(x)]
+        if fake:
+            if func == torch.Tensor.device.__get__:
+                return FAKE_CUDA
+            if func == torch.Tensor.is_cuda.__get__:
+                return True
+            if func == torch.Tensor.is_cpu.__get__:
+                return False
+            if func is torch.Tensor.get_device:
+                return FAKE_CUDA.index
+            if func in (torch.Tensor.numpy, torch.Tensor.__array__) and not kwargs.get("force", False):
+                raise TypeError(
+                    "can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor "
+                    "to host memory first."
+                )
+        target = None  # the device the call asks for, when it names one
+        if func is torch.Tensor.cpu:
+            target = torch.device("cpu")
+        elif func is torch.Tensor.cuda:
+            target, func, args, kwargs = FAKE_CUDA, torch.Tensor.clone, args[:1], {}
+        elif func is torch.Tensor.to:
+            if len(args) > 1 and isinstance(args[1], torch.Tensor):
+                target = FAKE_CUDA if _is_fake(args[1]) else args[1].device
+                dtype = args[1].dtype
+            else:
+                target, dtype, _, _ = torch._C._nn._parse_to(*args[1:], **kwargs)
+            moves = target is not None and (target.type == "cuda") != _is_fake(args[0])
+            dtype = dtype if dtype is not None else args[0].dtype
+            args, kwargs = (args[0], dtype), {"copy": bool(kwargs.get("copy", False) or moves)}
+        elif kwargs.get("device") is not None:
+            spec = kwargs["device"]
+            target = torch.device("cuda", spec) if isinstance(spec, int) else torch.device(spec)
+            if target.type == "cuda":
+                kwargs["device"] = "cpu"
+        if target is None and fake:
+            _check_same_device(name, args, kwargs, tensors)
+        out = func(*args, **kwargs)
+        in_place = (name.endswith("_") and not name.startswith("__")) or name in _IN_PLACE_DUNDERS
+        if target is not None:
+            to_cuda = target.type == "cuda"
+        elif in_place and args and isinstance(args[0], torch.Tensor):
+            to_cuda = _is_fake(args[0])  # the result lives where `self` does
+        else:
+            to_cuda = bool(fake)
+        if to_cuda:
+            return pytree.tree_map_only(torch.Tensor, _as_fake, out)
+        if fake:  # a copy off the GPU is plain, and never shares memory with the GPU tensor
+            storages = {f.untyped_storage().data_ptr() for f in fake}
+
+            def plain(t: torch.Tensor) -> torch.Tensor:
+                t = t.as_subclass(torch.Tensor) if _is_fake(t) else t
+                return t.clone() if t.numel() and t.untyped_storage().data_ptr() in storages else t
+
+            return pytree.tree_map_only(torch.Tensor, plain, out)
+        return out
+
+
+def _check_same_device(name: str, args: tuple, kwargs: dict, tensors: list[torch.Tensor]) -> None:
+    """Raise as CUDA does for an operation that mixes a (fake) CUDA tensor with a CPU tensor."""
+    if name == "copy_":
+        return
+    if name in _INDEX_ARG:
+        index = kwargs.get("index", args[_INDEX_ARG[name]] if len(args) > _INDEX_ARG[name] else None)
+        if not _is_fake(args[0]) and any(_is_fake(x) for x in pytree.tree_leaves(index)):
+            raise RuntimeError(
+                "indices should be either on cpu or on the same device as the indexed tensor (cpu)"
+            )
+        return
+    if any(not _is_fake(t) and t.dim() > 0 for t in tensors):
+        raise RuntimeError(
+            "Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu!"
+        )
+
+
+@contextmanager
+def fake_cuda() -> Iterator[None]:
+    """Run a block with FakeCudaTensors playing CUDA tensors."""
+    with _FakeCudaMode():
+        yield
+
+
+# A pretend GPU random generator. `torch.manual_seed` reseeds every device's generator, so a helper that saves
+# and restores only the CPU state around it still reseeds the GPUs: invisible on a machine without one.
+# `fake_gpu_generator()` stands one GPU's generator in for torch.cuda's seeding and state functions (the ones
+# `torch.manual_seed` and `torch.random.fork_rng` call), so that reseeding it shows, and a fork_rng restore
+# puts it back.
+
+
+class FakeGpuGenerator:
+    """The default generator of one pretend GPU: its seed and how far it has advanced."""
+
+    def __init__(self) -> None:
+        self.seed, self.offset = 1234, 17  # advanced, so that reseeding with any seed, even 1234, shows
+
+    def manual_seed(self, seed: int) -> None:
+        self.seed, self.offset = int(seed), 0
+
+    def seed_randomly(self) -> None:
+        self.manual_seed(random.getrandbits(63))
+
+    def get_state(self, device: object = "cuda") -> torch.Tensor:
+        return torch.tensor([self.seed, self.offset], dtype=torch.int64).view(torch.uint8)
+
+    def set_state(self, state: torch.Tensor, device: object = "cuda") -> None:
+        self.seed, self.offset = state.view(torch.int64).tolist()
+
+
+@contextmanager
+def fake_gpu_generator() -> Iterator[FakeGpuGenerator]:
+    gen = FakeGpuGenerator()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, replacement in {
+            "device_count": lambda: 1,
+            "manual_seed": gen.manual_seed,
+            "manual_seed_all": gen.manual_seed,
+            "seed": gen.seed_randomly,
+            "seed_all": gen.seed_randomly,
+            "initial_seed": lambda: gen.seed,
+            "get_rng_state": gen.get_state,
+            "set_rng_state": gen.set_state,
+            "get_rng_state_all": lambda: [gen.get_state()],
+            "set_rng_state_all": lambda states: gen.set_state(states[0]),
+        }.items():
+            patch.setattr(torch.cuda, name, replacement)
+        yield gen
 
 
 # ---------------------------------------------------------------------------------------------- strategies
@@ -46,12 +224,23 @@ scalar_kinds = {"bool": st.booleans(), "int": small_ints, "float": small_floats,
 @given(case=nested_lists(numbers))
 def test_legacy_equivalent_is_float32_for_every_element_type(case: tuple[list, tuple]) -> None:
     data, _ = case
+    original = copy.deepcopy(data)
     out = kata.legacy_equivalent(data)
+    assert data == original and [type(x) for x in pytree.tree_leaves(data)] == [
+        type(x) for x in pytree.tree_leaves(original)
+    ], (
+        f"legacy_equivalent changed its argument: {original!r} is now {data!r}; likely cause: converting "
+        "the elements in place (data[i] = float(...)) - build the tensor from the list, leave the list alone"
+    )
     assert isinstance(out, torch.Tensor), f"expected a torch.Tensor, got {type(out).__name__}"
     assert out.dtype == torch.float32, (
         f"legacy_equivalent({data!r}) returned dtype {out.dtype}, expected torch.float32; likely cause: "
-        "`torch.tensor(data)` infers int64/bool from the values - the legacy constructor always gives "
-        "float32, so say `dtype=torch.float32`"
+        "`torch.tensor(data)` infers int64/bool from the values - the legacy constructor converts data to "
+        "the default dtype (float32 here), so say `dtype=torch.float32`"
+    )
+    assert out.device.type == "cpu" and not out.requires_grad, (
+        f"legacy_equivalent({data!r}) returned a tensor on {out.device} with requires_grad="
+        f"{out.requires_grad}; `torch.Tensor(data)` gives a CPU tensor that does not require grad"
     )
 
 
@@ -119,7 +308,16 @@ def test_legacy_equivalent_empty_list() -> None:
     ],
 )
 def test_inferred_dtype_examples(data: list, expected: torch.dtype) -> None:
+    original = copy.deepcopy(data)
     got = kata.inferred_dtype(data)
+    assert isinstance(got, torch.dtype), (
+        f"inferred_dtype({data!r}) returned {type(got).__name__} {got!r}, expected the torch.dtype object "
+        f"{expected!r}; likely cause: returning str(dtype) or a NumPy dtype instead of the dtype itself"
+    )
+    assert data == original, (
+        f"inferred_dtype changed its argument: {original!r} is now {data!r}; likely cause: flattening or "
+        "converting the list in place (pop, sort, data[i] = ...) - read it, do not change it"
+    )
     assert got == expected, (
         f"inferred_dtype({data!r}) returned {got!r}, expected {expected!r}; likely cause: looking only at "
         "the first element (a mix promotes to the widest kind present), testing `isinstance(x, int)` before "
@@ -198,7 +396,8 @@ def test_copy_and_share_shared_sees_writes_both_ways(dtype: type, shape: tuple[i
     a.reshape(-1)[0] = 0
     assert shared.reshape(-1)[0].item() == 0, (
         f"writing a[0] = 0 on a {np.dtype(dtype).name} array did not show in `shared`, so it is a copy. "
-        "Likely cause: `torch.tensor(a)` always copies, and `torch.Tensor(a)` copies any non-float32 array; "
+        "Likely cause: `torch.tensor(a)` always copies, and `torch.Tensor(a)` copies any array that does "
+        "not have the default dtype (float32); "
         "use `torch.from_numpy(a)` (or `torch.as_tensor(a)`)"
     )
     shared.reshape(-1)[-1] = 0
@@ -258,6 +457,33 @@ def test_seeded_normal_leaves_global_rng_alone(seed: int, shape: tuple[int, ...]
     )
 
 
+def test_seeded_normal_leaves_gpu_generators_alone() -> None:
+    with fake_gpu_generator() as gpu:
+        before = gpu.get_state().clone()
+        kata.seeded_normal((2, 3), 5)
+        after = gpu.get_state()
+    assert torch.equal(before, after), (
+        f"seeded_normal((2, 3), 5) reseeded the GPU's global generator (seed and offset were "
+        f"{before.view(torch.int64).tolist()}, are now {after.view(torch.int64).tolist()}; checked with a "
+        "pretend GPU, so this runs without one); likely cause: `torch.manual_seed` reseeds the generator of "
+        "every device, and saving and restoring `torch.get_rng_state()` around it puts back the CPU's only. "
+        "Use a local `torch.Generator().manual_seed(seed)` and pass `generator=`"
+    )
+
+
+@pytest.mark.cuda
+def test_seeded_normal_leaves_real_gpu_generators_alone() -> None:
+    torch.cuda.manual_seed_all(1234)
+    torch.randn(3, device="cuda")  # advance it, so that reseeding with any seed shows
+    before = torch.cuda.get_rng_state_all()
+    kata.seeded_normal((2, 3), 1234)
+    after = torch.cuda.get_rng_state_all()
+    assert all(torch.equal(x, y) for x, y in zip(before, after, strict=True)), (
+        "seeded_normal changed a CUDA generator's state; likely cause: `torch.manual_seed` reseeds every "
+        "device's generator, and saving and restoring `torch.get_rng_state()` puts back the CPU's only"
+    )
+
+
 def test_seeded_normal_is_standard_normal() -> None:
     out = kata.seeded_normal((200, 100), 7).double()
     mean, std = out.mean().item(), out.std().item()
@@ -294,7 +520,11 @@ def test_one_hot_values(n: int, num_classes: int, data: st.DataObject) -> None:
         what=f"one_hot({labels_list}, {num_classes})",
         likely_cause="the 1.0 placed in the wrong column or row",
     )
-    assert torch.equal(labels, torch.tensor(labels_list)), "one_hot modified its `labels` argument"
+    assert labels.shape == (n,) and torch.equal(labels, torch.tensor(labels_list)), (
+        f"one_hot modified its `labels` argument: {labels_list} became {labels.tolist()} (shape "
+        f"{tuple(labels.shape)}); likely cause: an in-place method on the caller's tensor, such as "
+        "labels.unsqueeze_(1) to build a scatter_ index - use labels.unsqueeze(1) or labels[:, None]"
+    )
 
 
 def test_one_hot_is_float32() -> None:
@@ -344,6 +574,32 @@ def test_one_hot_rejects_out_of_range(bad: int) -> None:
     _expect_value_error(torch.tensor([0, bad, 1]), 3)
 
 
+def test_one_hot_keeps_gpu_device_without_a_gpu() -> None:
+    labels = on_fake_cuda(torch.tensor([2, 0, 1, 2]))
+    with fake_cuda():
+        try:
+            out = kata.one_hot(labels, 4)
+        except NotImplementedError:  # a RuntimeError too: an untouched stub reads as "not started"
+            raise
+        except RuntimeError as exc:
+            pytest.fail(
+                f"one_hot raised on labels on cuda:0 (pretend ones: this check runs without a GPU): {exc}. "
+                "Likely cause: a tensor built on the CPU (torch.zeros / torch.eye / torch.arange without "
+                "device=labels.device) combined with the labels",
+                pytrace=False,
+            )
+    assert isinstance(out, torch.Tensor), f"expected a torch.Tensor, got {type(out).__name__}"
+    assert type(out) is FakeCudaTensor, (
+        "one_hot of labels on cuda:0 returned a CPU tensor (checked with pretend CUDA labels, so this runs "
+        "without a GPU); likely cause: `torch.zeros(N, C)` without `device=labels.device`, a `.cpu()` call, "
+        "or a round trip through NumPy"
+    )
+    expected = torch.eye(4, dtype=torch.float32)[[2, 0, 1, 2]]
+    assert_close(out.as_subclass(torch.Tensor), expected, rtol=0, atol=0, what="one_hot on cuda:0 (pretend)")
+    with fake_cuda():
+        _expect_value_error(on_fake_cuda(torch.tensor([0, 4])), 4)
+
+
 @pytest.mark.cuda
 def test_one_hot_keeps_cuda_device() -> None:
     labels = torch.tensor([2, 0, 1, 2], device="cuda")
@@ -380,8 +636,9 @@ def test_constant_like_matches_shape_dtype_and_value(dtype: torch.dtype, shape: 
     out = kata.constant_like(t, value)
     assert (tuple(out.shape), out.dtype) == (shape, dtype), (
         f"constant_like(t of shape {shape}, dtype {dtype}, {value}) gave shape {tuple(out.shape)}, dtype "
-        f"{out.dtype}; likely cause: `torch.full(t.shape, value)` or `torch.ones_like(t) * value` uses the "
-        "default float32 / promotes to float - `torch.full_like` keeps t's dtype"
+        f"{out.dtype}; likely cause: `torch.full(t.shape, value)` takes its dtype from `value` (a Python "
+        "float gives the default dtype, float32), not from `t`, and `torch.ones_like(t) * value` promotes "
+        "an integer `t` to float - `torch.full_like` keeps t's dtype"
     )
     expected = torch.full(shape, value, dtype=torch.float64)
     assert_close(out.double(), expected, rtol=0, atol=0, what=f"constant_like(..., {value})")
@@ -405,11 +662,31 @@ def test_constant_like_leaves_t_unchanged() -> None:
     t = torch.arange(6.0).reshape(2, 3)
     out = kata.constant_like(t, -2.0)
     assert torch.equal(t, torch.arange(6.0).reshape(2, 3)), (
-        "constant_like overwrote its input; likely cause: `t.fill_(value)` fills in place - fill a new tensor"
+        "constant_like overwrote its input; likely cause: `t.fill_(value)` (or `t.detach().fill_(value)`: "
+        "detach shares t's memory) fills the caller's tensor in place - fill a new tensor"
     )
-    assert out.data_ptr() != t.data_ptr(), (
-        "constant_like returned `t` itself (or a view of it), not a new tensor"
+    assert isinstance(out, torch.Tensor) and out is not t, "constant_like returned `t` itself"
+    with torch.no_grad():
+        out.add_(100.0)
+    assert torch.equal(t, torch.arange(6.0).reshape(2, 3)), (
+        "writing into the result of constant_like changed `t`: they share memory; likely cause: a view of "
+        "`t` (t.detach(), t.view(...), t[...]) filled in place - build a new tensor"
     )
+
+
+def test_constant_like_of_a_tensor_that_requires_grad() -> None:
+    t = torch.arange(6.0).reshape(2, 3).requires_grad_()
+    out = kata.constant_like(t, 0.5)
+    assert not out.requires_grad and out.grad_fn is None, (
+        f"constant_like of a tensor that requires grad returned one with requires_grad={out.requires_grad}, "
+        f"grad_fn={out.grad_fn}: a graph from `t` to a constant; likely cause: `t.clone().fill_(value)` or "
+        "arithmetic on `t` - a constant is built from t's shape, dtype and device only (full_like)"
+    )
+    assert t.requires_grad and t.grad is None, (
+        "constant_like changed `t`: it no longer requires grad, or got a .grad; leave the caller's tensor "
+        "alone"
+    )
+    assert_close(out.detach(), torch.full((2, 3), 0.5), rtol=0, atol=0, what="constant_like(t, 0.5)")
 
 
 def test_constant_like_keeps_meta_device() -> None:
