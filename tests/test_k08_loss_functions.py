@@ -1,12 +1,16 @@
 """Grader for k08_loss_functions: stable cross-entropy and BCE from logits, focal loss, and loss_for.
 
-Oracles: the loss formulas evaluated here in float64 (with the max subtracted before exponentiating),
-torch's built-in losses, and a focal loss written out from Lin et al.'s formula. "Enforced, not trusted":
-the hand-written losses are run under a recorder of torch calls.
+Oracles: the loss formulas evaluated here in float64 (with the max subtracted before exponentiating,
+and log(1 + e^x) as torch.logaddexp, which has no kink for autograd to mis-differentiate at x = 0), torch's
+built-in losses, a focal loss written out from Lin et al.'s formula, and its gradient in closed form.
+Gradients are tested at logits of exactly 0 (what a zero-initialised head produces), where spellings of
+max(x, 0) with the same values differ in autograd. "Enforced, not trusted": the hand-written losses are run
+under a recorder of torch calls. Device handling is checked on the `meta` device, so it runs on any machine.
 """
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -29,14 +33,18 @@ def _ce_reference(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (lse - z[torch.arange(z.shape[0]), targets]).mean()
 
 
+def _log1p_exp(v: torch.Tensor) -> torch.Tensor:
+    """log(1 + e^v) = logaddexp(0, v): exact for any v, and its autograd derivative is sigmoid(v) at every v.
+
+    (max(v, 0) + log1p(exp(-|v|)) has the same values, but spelled with where/clamp/relu its autograd
+    derivative at v = 0 is 0 or 1 instead of 1/2.)"""
+    return torch.logaddexp(torch.zeros_like(v), v)
+
+
 def _bce_elementwise(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """-(t log p + (1 - t) log(1 - p)) with log p = -log(1 + e^-x), log(1 - p) = -log(1 + e^x), in float64."""
     x, t = logits.double(), targets.double()
-
-    def log1p_exp(v: torch.Tensor) -> torch.Tensor:  # log(1 + e^v) = max(v, 0) + log(1 + e^-|v|)
-        return torch.where(v > 0, v, torch.zeros_like(v)) + torch.log1p(torch.exp(-v.abs()))
-
-    return t * log1p_exp(-x) + (1 - t) * log1p_exp(x)
+    return t * _log1p_exp(-x) + (1 - t) * _log1p_exp(x)
 
 
 def _focal_reference(logits, targets, gamma: float, alpha: float | None, reduction: str) -> torch.Tensor:
@@ -48,6 +56,68 @@ def _focal_reference(logits, targets, gamma: float, alpha: float | None, reducti
     if alpha is not None:
         loss = loss * (alpha * t + (1 - alpha) * (1 - t))
     return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
+
+
+def _focal_grad_reference(logits, targets, gamma: float, alpha: float | None, reduction: str) -> torch.Tensor:
+    """d focal_loss / d logits in closed form, float64, for targets 0 or 1 and reduction "sum" or "mean".
+
+    With s = 2t - 1, z = s*x, p_t = sigmoid(z), q = 1 - p_t = sigmoid(-z) and ce = log(1 + e^-z):
+    d/dz [alpha_t * q**gamma * ce] = -alpha_t * (gamma * p_t * q**gamma * ce + q**(gamma + 1)), and dx = s dz.
+    """
+    x, t = logits.detach().double(), targets.detach().double()
+    s = 2 * t - 1
+    z = s * x
+    p_t, q = torch.sigmoid(z), torch.sigmoid(-z)
+    alpha_t = 1.0 if alpha is None else alpha * t + (1 - alpha) * (1 - t)
+    grad = -s * alpha_t * (gamma * p_t * q**gamma * _log1p_exp(-z) + q ** (gamma + 1))
+    return {"sum": grad, "mean": grad / x.numel()}[reduction]
+
+
+KINK_CAUSE = (
+    "the gradient is wrong only at logits of exactly 0, where max(x, 0) has a kink. The loss VALUES are "
+    "right, but autograd differentiates the expression you wrote: x.clamp(min=0) and torch.where(x >= 0, "
+    "...) take slope 1 at 0, torch.relu and torch.where(x > 0, ...) slope 0, while the derivative of the "
+    "loss there is sigmoid(0) - t = 1/2 - t. Spell max(x, 0) as torch.maximum(x, zero) (a tie passes half "
+    "the gradient to each side), or log(1 + e^x) as torch.logaddexp(zero, x), which is smooth"
+)
+
+
+def _gradient_cause(got, expected: torch.Tensor, logits: torch.Tensor, otherwise: str) -> str:
+    """KINK_CAUSE when `got` differs from `expected` only where the logit is exactly 0, else `otherwise`."""
+    if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+        return otherwise
+    bad = ~torch.isclose(got.detach().double(), expected.double(), rtol=1e-4, atol=1e-7)
+    if bool(bad.any()) and bool((logits.detach()[bad] == 0).all()):
+        return KINK_CAUSE
+    return otherwise
+
+
+def _zero_head(n_in: int, n_out: int, batch: int, seed: int) -> tuple[nn.Linear, torch.Tensor]:
+    """A freshly initialised output layer set to zero (its first logits are all exactly 0) and a batch."""
+    head = nn.Linear(n_in, n_out)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    return head, torch.randn(batch, n_in, generator=torch.Generator().manual_seed(seed))
+
+
+def _assert_head_grads(head: nn.Linear, features, d_logits: torch.Tensor, logits, what: str, cause: str):
+    """head.weight.grad and head.bias.grad against those implied by d loss / d logits (float64)."""
+    for name, got, expected in [
+        ("bias", head.bias.grad, d_logits.sum(0)),
+        ("weight", head.weight.grad, d_logits.T @ features.double()),
+    ]:
+        assert got is not None, (
+            f"{what}: the head's {name}.grad is None after backward(); likely cause: the loss was "
+            f"computed from detached logits or under torch.no_grad(), so no gradient reached the head"
+        )
+        assert_close(
+            got,
+            expected.float(),
+            rtol=1e-5,
+            atol=1e-7,
+            what=f"{what}: the zero-initialised head's {name}.grad after one backward()",
+            likely_cause=_gradient_cause(logits.grad, d_logits, logits, cause),
+        )
 
 
 def _forbidden(calls: list[str]) -> list[str]:
@@ -169,6 +239,34 @@ def test_cross_entropy_gradient() -> None:
     )
 
 
+def test_cross_entropy_zero_initialised_head() -> None:
+    head, features = _zero_head(5, 4, 6, seed=23)
+    targets = torch.tensor([0, 3, 1, 1, 2, 3])
+    logits = head(features)  # every logit exactly 0: all classes tie
+    logits.retain_grad()
+    loss = kata.cross_entropy(logits, targets)
+    assert_close(
+        loss,
+        torch.tensor(4.0).log(),
+        rtol=1e-6,
+        atol=1e-6,
+        what="cross_entropy of a zero-initialised head over 4 classes (uniform softmax: the loss is log 4)",
+        likely_cause="with all logits equal every class gets probability 1/C, so each row costs log C; "
+        "check the logsumexp and the mean",
+    )
+    loss.backward()
+    d_logits = (torch.full((6, 4), 0.25, dtype=torch.float64) - F.one_hot(targets, 4).double()) / 6
+    _assert_head_grads(
+        head,
+        features,
+        d_logits,
+        logits,
+        "cross_entropy on a zero-initialised head",
+        "d loss / d logits is (softmax - one_hot) / N = (1/C - one_hot) / N here; with every logit tied, a "
+        "max that is not detached must still cancel out (m + logsumexp(z - m) does not depend on m)",
+    )
+
+
 def test_cross_entropy_avoids_builtin_softmax_and_losses() -> None:
     logits, targets = _logits_and_classes(6, 5, 3.0, 1)
     with record_torch_calls() as calls:
@@ -259,8 +357,8 @@ def test_bce_with_logits_returns_scalar_like_logits() -> None:
 
 
 def test_bce_with_logits_gradient() -> None:
-    logits = torch.tensor([*EXTREME_BINARY, 0.5, -2.0, 3.0, -0.01])
-    targets = torch.tensor([*EXTREME_TARGETS, 1.0, 0.0, 0.3, 1.0])
+    logits = torch.tensor([*EXTREME_BINARY, 0.5, -2.0, 3.0, -0.01, 0.0, 0.0, 0.0])
+    targets = torch.tensor([*EXTREME_TARGETS, 1.0, 0.0, 0.3, 1.0, 1.0, 0.0, 0.3])
     logits.requires_grad_()
     loss = kata.bce_with_logits(logits, targets)
     assert isinstance(loss, torch.Tensor) and loss.requires_grad, (
@@ -280,7 +378,57 @@ def test_bce_with_logits_gradient() -> None:
         rtol=1e-5,
         atol=1e-7,
         what="d bce_with_logits / d logits, which should be (sigmoid(x) - t) / numel",
-        likely_cause="part of the computation is detached, or the loss is not the mean",
+        likely_cause=_gradient_cause(
+            logits.grad, expected, logits, "part of the computation is detached, or the loss is not the mean"
+        ),
+    )
+
+
+def test_bce_with_logits_gradient_at_zero_logits() -> None:
+    targets = torch.tensor([[0.0, 1.0, 0.3], [1.0, 0.0, 0.5]])
+    logits = nn.Parameter(torch.zeros(2, 3))  # learnable logits (a Tensor subclass), all exactly 0
+    loss = kata.bce_with_logits(logits, targets)
+    assert_close(
+        loss,
+        torch.tensor(2.0).log(),
+        rtol=1e-6,
+        atol=1e-7,
+        what="bce_with_logits at logits 0 (p = 1/2 whatever the target: the loss is log 2)",
+    )
+    loss.backward()
+    expected = (0.5 - targets.double()) / 6
+    slope_one, slope_zero = (1 - targets) / 6, -targets / 6
+    got = logits.grad
+    comparable = isinstance(got, torch.Tensor) and got.shape == targets.shape
+    if comparable and torch.allclose(got, slope_one, atol=1e-7):
+        cause = "the gradient came out as (1 - t) / numel: slope 1 at the kink; " + KINK_CAUSE
+    elif comparable and torch.allclose(got, slope_zero, atol=1e-7):
+        cause = "the gradient came out as -t / numel: slope 0 at the kink; " + KINK_CAUSE
+    else:
+        cause = _gradient_cause(got, expected, logits, "part of the computation is detached")
+    assert_close(
+        got,
+        expected.float(),
+        rtol=1e-5,
+        atol=1e-7,
+        what="d bce_with_logits / d logits at logits exactly 0: (sigmoid(0) - t) / numel = (1/2 - t) / 6",
+        likely_cause=cause,
+    )
+
+
+def test_bce_with_logits_zero_initialised_head() -> None:
+    head, features = _zero_head(5, 3, 8, seed=29)
+    targets = torch.randint(0, 2, (8, 3), generator=torch.Generator().manual_seed(31)).float()
+    logits = head(features)  # a zero-initialised head: every first-step logit is exactly 0
+    logits.retain_grad()
+    kata.bce_with_logits(logits, targets).backward()
+    _assert_head_grads(
+        head,
+        features,
+        (0.5 - targets.double()) / logits.numel(),
+        logits,
+        "bce_with_logits on a zero-initialised head",
+        "d loss / d logits should be (sigmoid(0) - t) / numel = (1/2 - t) / numel at the first step",
     )
 
 
@@ -298,9 +446,9 @@ def test_bce_with_logits_avoids_functional_and_losses() -> None:
     )
     bad = _forbidden(calls)
     assert not bad, (
-        f"bce_with_logits called {bad}; write the stable formula yourself from elementary ops (clamp or "
-        f"maximum, abs, exp, log1p, mean). torch.nn.functional (softplus, logsigmoid, ...) and torch's loss "
-        f"functions are off limits here"
+        f"bce_with_logits called {bad}; write the stable formula yourself from elementary ops (maximum, "
+        f"abs, exp, log1p, mean, or logaddexp). torch.nn.functional (softplus, logsigmoid, ...) and torch's "
+        f"loss functions are off limits here"
     )
 
 
@@ -454,9 +602,9 @@ def test_focal_loss_extreme_logits_finite(device: torch.device) -> None:
 
 
 def test_focal_loss_extreme_logits_gradients_finite() -> None:
-    targets = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0, 0.0])
+    targets = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0])
     for gamma in (1.0, 2.0, 3.5):
-        logits = torch.tensor([100.0, -100.0, 100.0, -100.0, 0.7, -1.3], requires_grad=True)
+        logits = torch.tensor([100.0, -100.0, 100.0, -100.0, 0.7, -1.3, 0.0, 0.0], requires_grad=True)
         kata.focal_loss(logits, targets, gamma=gamma, alpha=0.25, reduction="sum").backward()
         assert logits.grad is not None and torch.isfinite(logits.grad).all(), (
             f"focal_loss(gamma={gamma}) at logits +-100 has gradient "
@@ -464,16 +612,49 @@ def test_focal_loss_extreme_logits_gradients_finite() -> None:
             f"Likely cause: a hand-written sigmoid 1 / (1 + exp(-x)) (exp(100) = inf gives 0 * inf = nan in "
             f"backward), or torch.where choosing between an overflowing and a safe branch. Use torch.sigmoid"
         )
-        reference = torch.tensor(logits.detach().tolist(), dtype=torch.float64, requires_grad=True)
-        _focal_reference(reference, targets, gamma, 0.25, "sum").backward()
+        expected = _focal_grad_reference(logits, targets, gamma, 0.25, "sum")
         assert_close(
             logits.grad,
-            reference.grad.float(),
+            expected.float(),
             rtol=1e-4,
             atol=1e-6,
             what=f"d focal_loss(gamma={gamma}, alpha=0.25, reduction='sum') / d logits",
-            likely_cause="part of the computation is detached (for example p_t computed under "
-            "no_grad or from .detach()), so its gradient contribution is missing",
+            likely_cause=_gradient_cause(
+                logits.grad,
+                expected,
+                logits,
+                "part of the computation is detached (for example p_t computed under no_grad or from "
+                ".detach()), so its gradient contribution is missing",
+            ),
+        )
+
+
+def test_focal_loss_gradient_at_zero_logits() -> None:
+    targets = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    for gamma, alpha, reduction in [
+        (2.0, 0.25, "sum"),
+        (0.0, None, "mean"),
+        (1.0, 0.9, "mean"),
+        (3.0, None, "sum"),
+    ]:
+        logits = torch.zeros(6, requires_grad=True)  # what a zero-initialised head produces on step one
+        expected = _focal_grad_reference(logits, targets, gamma, alpha, reduction)
+        oracle = torch.zeros(6, dtype=torch.float64, requires_grad=True)
+        _focal_reference(oracle, targets, gamma, alpha, reduction).backward()
+        assert torch.allclose(oracle.grad, expected, rtol=1e-12, atol=1e-15), (
+            "grader bug: the focal oracle's autograd gradient at 0 disagrees with its closed form"
+        )
+        kata.focal_loss(logits, targets, gamma=gamma, alpha=alpha, reduction=reduction).backward()
+        assert_close(
+            logits.grad,
+            expected.float(),
+            rtol=1e-5,
+            atol=1e-7,
+            what=f"d focal_loss(gamma={gamma}, alpha={alpha}, reduction={reduction!r}) / d logits at "
+            f"logits exactly 0",
+            likely_cause=_gradient_cause(
+                logits.grad, expected, logits, "part of the computation is detached"
+            ),
         )
 
 
@@ -510,6 +691,40 @@ def test_focal_loss_module_forward_uses_settings() -> None:
             likely_cause="forward should call focal_loss with the settings stored in __init__, "
             "not with focal_loss's defaults",
         )
+
+
+def test_focal_loss_module_holds_no_parameters() -> None:
+    module, _ = _call_module(
+        lambda: kata.FocalLoss(gamma=1.5, alpha=0.4, reduction="sum"),
+        *_binary_batch((3,), 1.0, 37, soft=False),
+    )
+    params = [name for name, _ in module.named_parameters()]
+    assert not params, (
+        f"FocalLoss holds parameters {params}; like torch's own loss modules it only remembers its "
+        f"settings. Likely cause: gamma or alpha wrapped in nn.Parameter, which an optimizer built from "
+        f"the model's and the loss's parameters would then train"
+    )
+
+
+def test_focal_loss_module_zero_initialised_head() -> None:
+    head, features = _zero_head(4, 2, 5, seed=41)
+    targets = torch.randint(0, 2, (5, 2), generator=torch.Generator().manual_seed(43)).float()
+    logits = head(features)
+    logits.retain_grad()
+    _, loss = _call_module(lambda: kata.FocalLoss(gamma=2.0, alpha=0.25, reduction="mean"), logits, targets)
+    assert isinstance(loss, torch.Tensor) and loss.requires_grad, (
+        f"FocalLoss()(logits, targets) should be differentiable w.r.t. logits, got {loss!r}; likely cause: "
+        f"forward computes under torch.no_grad() or detaches its result"
+    )
+    loss.backward()
+    _assert_head_grads(
+        head,
+        features,
+        _focal_grad_reference(logits, targets, 2.0, 0.25, "mean"),
+        logits,
+        "FocalLoss(gamma=2, alpha=0.25) on a zero-initialised head",
+        "forward should return focal_loss with the stored settings, gradient and all",
+    )
 
 
 def test_focal_loss_module_defaults() -> None:
@@ -550,6 +765,114 @@ def test_focal_loss_module_rejects_unknown_reduction() -> None:
         f"FocalLoss(reduction='avg') neither raised ValueError when built nor when called (it returned "
         f"{result!r}); likely cause: forward ignores self.reduction, or an `else` branch accepts anything"
     )
+
+
+# ---------------------------------------------------------------- every loss: inputs, .grad, device
+
+# label -> (call, kind of targets); each loss promises to leave its inputs alone and to follow their device.
+LOSS_CASES = {
+    "cross_entropy": (lambda x, t: kata.cross_entropy(x, t), "classes"),
+    "bce_with_logits": (lambda x, t: kata.bce_with_logits(x, t), "soft"),
+    "focal_loss(reduction='none')": (lambda x, t: kata.focal_loss(x, t, 2.0, 0.25, "none"), "hard"),
+    "focal_loss(reduction='mean')": (lambda x, t: kata.focal_loss(x, t, 1.0, None, "mean"), "hard"),
+    "focal_loss(reduction='sum')": (lambda x, t: kata.focal_loss(x, t, 0.0, 0.75, "sum"), "hard"),
+    "FocalLoss()": (lambda x, t: kata.FocalLoss()(x, t), "hard"),
+}
+
+
+def _case_inputs(kind: str, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """(4, 3) logits (one of them exactly 0) and targets of the kind a loss takes."""
+    gen = torch.Generator().manual_seed(47)
+    logits = torch.randn(4, 3, generator=gen) * 3
+    logits[0, 0] = 0.0
+    if kind == "classes":
+        targets = torch.tensor([2, 0, 1, 1])
+    elif kind == "soft":
+        targets = torch.rand(4, 3, generator=gen).to(dtype)
+    else:
+        targets = torch.randint(0, 2, (4, 3), generator=gen).to(dtype)
+    return logits.to(dtype).to(device), targets.to(device)
+
+
+@pytest.mark.parametrize("label", list(LOSS_CASES))
+def test_losses_leave_inputs_unchanged(label: str) -> None:
+    call, kind = LOSS_CASES[label]
+    logits, targets = _case_inputs(kind)
+    logits_before, targets_before = logits.clone(), targets.clone()
+    call(logits, targets)
+    for name, tensor, before in [("logits", logits, logits_before), ("targets", targets, targets_before)]:
+        assert torch.equal(tensor, before), (
+            f"{label} changed the caller's {name} in place (max change "
+            f"{(tensor.double() - before.double()).abs().max().item():.3g}); likely cause: an in-place op on "
+            f"an input (`logits -= logits.max(...)`, `clamp_`, `mul_`, `x[mask] = ...`). Work on new "
+            f"tensors: `logits = logits - m` rebinds the name and leaves the caller's tensor alone"
+        )
+        assert not tensor.requires_grad, (
+            f"{label} turned on requires_grad of the caller's {name}; likely cause: "
+            f"`{name}.requires_grad_()` to make the result differentiable. The result is differentiable "
+            f"whenever the caller's logits require grad; whether they do is the caller's choice"
+        )
+
+
+@pytest.mark.parametrize("label", list(LOSS_CASES))
+def test_losses_accumulate_into_existing_grad(label: str) -> None:
+    call, kind = LOSS_CASES[label]
+    logits, targets = _case_inputs(kind)
+    fresh = logits.clone().requires_grad_()
+    call(fresh, targets).sum().backward()
+    assert fresh.grad is not None, (
+        f"{label} gave logits no gradient; likely cause: the result is computed from detached logits or "
+        f"under torch.no_grad()"
+    )
+    leaf = logits.clone().requires_grad_()
+    stale = torch.full_like(leaf, 0.125)
+    leaf.grad = stale.clone()  # a gradient left over from an earlier backward, as in gradient accumulation
+    held = leaf.grad
+    out = call(leaf, targets)
+    assert leaf.grad is held and torch.equal(leaf.grad, stale), (
+        f"calling {label} changed logits.grad before any backward() (now "
+        f"{None if leaf.grad is None else leaf.grad.tolist()}); likely cause: the loss zeroes or resets "
+        f".grad, or calls backward() itself. Clearing gradients is the training loop's job"
+    )
+    out.sum().backward()
+    assert_close(
+        leaf.grad,
+        stale + fresh.grad,
+        rtol=1e-5,
+        atol=1e-7,
+        what=f"logits.grad after backward() through {label}, starting from a leftover gradient of 0.125",
+        likely_cause="backward() should ADD this loss's gradient to what .grad already holds; something "
+        "replaced or cleared the caller's .grad",
+    )
+
+
+@pytest.mark.parametrize("label", list(LOSS_CASES))
+def test_losses_follow_the_input_device_and_dtype(label: str) -> None:
+    call, kind = LOSS_CASES[label]
+    call(*_case_inputs(kind))  # real CPU tensors first: an unfinished loss reports "not started" here
+    expected_shape = (4, 3) if "'none'" in label else ()
+    for dtype in (torch.float64, torch.bfloat16):
+        logits, targets = _case_inputs(kind, dtype, "meta")
+        try:
+            got = call(logits, targets)
+        except Exception as exc:
+            raise AssertionError(
+                f"{label} on {dtype} tensors on the meta device (shape and dtype, no data) raised "
+                f"{type(exc).__name__}: {exc}. Likely cause: a tensor built without device= "
+                f"(`torch.zeros(logits.shape)`, `torch.tensor([...])`, `torch.ones(n)` live on the CPU, so a "
+                f"CUDA input would fail the same way), or values read back to the host (`.item()`, `.cpu()`, "
+                f"`.numpy()`, `if tensor:`, `x[mask]`), which the contract rules out. Build helper tensors "
+                f"with device=logits.device (or `*_like`); use torch.where instead of masks"
+            ) from exc
+        assert isinstance(got, torch.Tensor) and got.device.type == "meta", (
+            f"{label} on meta-device inputs returned {got!r}, which is not on their device; likely cause: "
+            f"the result was built on the CPU (torch.tensor(...), torch.zeros(...) without device=)"
+        )
+        assert got.dtype == dtype and tuple(got.shape) == expected_shape, (
+            f"{label} on {dtype} inputs should return a {dtype} tensor of shape {expected_shape}, got "
+            f"{got.dtype} {tuple(got.shape)}; likely cause: a helper tensor or cast with a fixed dtype "
+            f"(torch.zeros(...) is float32 by default; `.float()`) pulled the result to another dtype"
+        )
 
 
 # ---------------------------------------------------------------- loss_for
