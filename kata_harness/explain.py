@@ -25,6 +25,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from kata_harness import pictures
 from kata_harness.catalog import KataInfo, all_katas
 from kata_harness.source import REPO_ROOT, display_path
 from kata_harness.workflow import OneLineParser, confirmed, fail, number, paint, select
@@ -120,6 +121,15 @@ def explain(kata: KataInfo) -> None:
         print()
         print(paint("what an interviewer listens for:", "bold"))
         print(wrap(listen_for))
+    if kata.name in pictures.DRAWINGS:
+        print()
+        try:
+            path = pictures.draw(kata.name)
+        except ModuleNotFoundError:
+            print(f"A picture goes with these answers: `{pictures.INSTALL_HINT}` into the Python that runs")
+            print("nox, then run explain again to get it.")
+        else:
+            print(paint(f"a picture of it: {display_path(path)}", "bold"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kata_harness import catalog, explain, workflow
+from kata_harness import catalog, explain, pictures, workflow
 from kata_harness.catalog import all_katas, find_kata
 
 DOCSTRING = '''"""A title
@@ -76,3 +76,33 @@ def test_an_unfinished_kata_is_refused_off_a_terminal(
 def test_a_kata_without_answers_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(explain, "ANSWERS", tmp_path)
     assert explain.missing_answers(find_kata("1"))[0].startswith("kata 1 has no answers yet")
+
+
+class _RecordingPlot:
+    """Stands in for matplotlib.pyplot: records what a drawing plots, draws nothing."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return lambda *args, **kwargs: self.calls.append(name)
+
+
+@pytest.mark.parametrize("kata", sorted(pictures.DRAWINGS))
+def test_every_picture_draws_without_torch(kata: str) -> None:
+    plot = _RecordingPlot()
+    pictures.DRAWINGS[kata](plot)
+    assert "plot" in plot.calls and "title" in plot.calls
+
+
+def test_without_matplotlib_explain_says_how_to_get_the_picture(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kata = next(k for k in all_katas() if k.name in pictures.DRAWINGS and explain.answers_file(k).exists())
+
+    def no_matplotlib(name: str) -> None:
+        raise ModuleNotFoundError("No module named 'matplotlib'")
+
+    monkeypatch.setattr(pictures, "draw", no_matplotlib)
+    assert explain.main([kata.name, "--peek"]) == 0
+    assert pictures.INSTALL_HINT in capsys.readouterr().out
