@@ -15,7 +15,9 @@ buffer. Everything the framework does for you walks those registries, recursivel
 - `buffers()` - state that is saved and moved but not trained (BatchNorm's running statistics, counters);
 - `state_dict()` / `load_state_dict()` - parameters plus persistent buffers, keyed by attribute path
   (`"fc1.weight"`, `"members.0.bias"`);
-- `.to(device_or_dtype)`, `.cuda()`, `.half()` - move or cast every parameter and buffer in place;
+- `.to(device_or_dtype)`, `.cuda()`, `.half()` - move or cast every parameter and buffer in place (a dtype
+  cast touches only floating-point and complex tensors: an integer buffer, such as BatchNorm's
+  `num_batches_tracked`, keeps its dtype and only moves device);
 - `.train()` / `.eval()` - set the `training` flag on the module and every child (Dropout and BatchNorm read
   it); `.requires_grad_(False)` - freeze every parameter.
 
@@ -29,12 +31,18 @@ What interviewers probe
   you get "cannot assign module before Module.__init__() call"). A plain tensor attribute is not a parameter.
 - `nn.ModuleList` versus a plain Python list: `self.layers = [nn.Linear(...), ...]` hides the layers from
   `parameters()` (the optimizer never trains them), from `state_dict()` (they are never saved) and from
-  `.to()` / `.eval()` (they stay on the CPU, in training mode). No error is raised anywhere.
+  `.to()` / `.eval()` (they keep their device, dtype and training mode). `parameters()`, `state_dict()` and
+  `.eval()` miss them silently: no error, just a model that does not learn, a checkpoint without those
+  weights, Dropout still on in eval. `.to()` shows it: after `model.to("cuda")` or `model.double()` the
+  forward pass feeds moved inputs into layers that stayed behind and raises a device or dtype mismatch.
 - Buffers versus parameters: running statistics belong in `register_buffer`, so they are saved and moved
   with the model but get no gradient and are not handed to the optimizer. Making them `nn.Parameter`s lets
   weight decay and the optimizer change them; making them plain attributes loses them on save and `.to()`.
 - `state_dict()` is an ordered dict of tensors (parameters and persistent buffers, not the code); save
-  that rather than the pickled model. `load_state_dict` is strict by default about missing/unexpected keys.
+  that rather than the pickled model. Since PyTorch 2.6 `torch.load` defaults to `weights_only=True`: it
+  loads tensors and plain containers (a state_dict) but refuses a pickled `nn.Module`, which needs
+  `weights_only=False` - unpickling can run arbitrary code, so only for files you trust.
+  `load_state_dict` is strict by default about missing/unexpected keys.
 - Freezing (`requires_grad = False`) and `eval()` are different things: one stops gradients, the other
   switches Dropout/BatchNorm behaviour. BatchNorm in eval mode uses its running statistics, so each row's
   output no longer depends on the rest of the batch, and a batch of one works.
@@ -91,6 +99,8 @@ class CustomNetwork(nn.Module):
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Return the number of scalar parameter values in `model` and all its submodules.
 
+    Every registered parameter counts, whatever module holds it: a built-in layer, a subclass of one, a
+    custom module with its own `nn.Parameter` attributes (the model itself included), an `nn.ParameterList`.
     A `Linear(3, 4)` has 3 * 4 + 4 = 16. Buffers (e.g. BatchNorm's running statistics) are not parameters
     and are not counted. A parameter shared by several submodules (the same `nn.Parameter` object reached
     under two names) is counted once, as `model.parameters()` yields it once.
@@ -128,7 +138,8 @@ class RunningMean(nn.Module):
     Buffers (registered with `register_buffer`; they are not parameters):
         mean: float32 tensor of shape `(features,)`, initially zeros - the mean of all rows seen so far.
         count: int64 scalar tensor (shape `()`), initially 0 - the number of rows seen so far.
-    Being buffers, both are in `state_dict()`, move with `.to(...)`, and are not in `parameters()`.
+    Being buffers, both are in `state_dict()`, move with `.to(...)`, and are not in `parameters()`. A dtype
+    cast such as `.double()` casts `mean` and leaves the integer `count` as int64.
     """
 
     def __init__(self, features: int) -> None:
@@ -139,12 +150,14 @@ class RunningMean(nn.Module):
         """Update the statistics in training mode, then return `x - mean`.
 
         Args:
-            x: float32 tensor of shape `(batch, features)` with `batch >= 1`, on the buffers' device.
+            x: tensor of shape `(batch, features)` with `batch >= 1`, with the dtype and device of `mean`
+                (float32 unless the module was cast, e.g. float64 after `.double()`). `x` is not modified.
 
         In training mode (`self.training`), first folds the rows of `x` into the statistics: afterwards
         `mean` is the mean over every row passed in training so far (all batches together, each row weighted
-        equally, whatever the batch sizes; exact up to float32 rounding) and `count` has grown by `batch`.
-        The update is not recorded by autograd: the buffers never require grad, even when `x` does.
+        equally, whatever the batch sizes; exact up to float32 rounding) and `count` has grown by `batch`
+        (and is still int64). The update is not recorded by autograd: no graph is built for it (not
+        even one detached afterwards), and the buffers never require grad, even when `x` does.
         In eval mode nothing is changed.
 
         Returns:
@@ -156,8 +169,9 @@ class RunningMean(nn.Module):
 def freeze(module: nn.Module) -> nn.Module:
     """Stop gradients to every parameter of `module`, its submodules included.
 
-    Sets `requires_grad = False` on every parameter. Does not change parameter values, buffers, or the
-    train/eval mode (freezing is not `eval()`).
+    Sets `requires_grad = False` on every parameter registered anywhere in `module`: on `module` itself and
+    on submodules of any type (built-in layers, their subclasses, custom modules). Does not change parameter
+    values, buffers, or the train/eval mode (freezing is not `eval()`).
 
     Returns:
         `module` itself (not a copy), so calls can be chained.

@@ -34,15 +34,26 @@ What interviewers probe
   not change the model: dropout still drops in train mode - that is what `model.eval()` is for); `detach()`
   cuts one tensor off the graph and shares its memory, so an in-place write to it changes the original.
 - `create_graph=True` is needed for higher-order gradients; without it the first gradient has no `grad_fn`.
-  If the first derivative does not depend on the input at all (f linear), it has no `grad_fn` even with
-  `create_graph=True`, and the second derivative is simply zero.
+  A linear f has a first derivative that does not depend on the input, and two things can happen. With a
+  constant coefficient (`3 * t + 1`) the derivative is a constant with no `grad_fn` even with
+  `create_graph=True`. With a coefficient that requires grad (`w * t`) the derivative is `w`: it has a
+  `grad_fn` (it depends on `w`), but its graph never reaches `t`, so differentiating it with respect to `t`
+  raises unless you pass `allow_unused=True` (which gives `None`). Either way the second derivative is zero.
 - `torch.autograd.grad` vs `.backward()`: the first returns gradients and touches no `.grad` field; the
   second accumulates into `.grad` of leaves only (non-leaf tensors need `retain_grad()`). `allow_unused=True`
   gives `None` for an input the output does not depend on (`materialize_grads=True` gives zeros instead).
-- A custom `torch.autograd.Function`: static `forward(ctx, ...)` and `backward(ctx, grad_output)`; save what
-  backward needs with `ctx.save_for_backward`; backward returns one gradient per forward input, each already
-  multiplied by `grad_output`; call it through `.apply`, never `forward` directly. Verify it with
-  `torch.autograd.gradcheck` in float64.
+- A custom `torch.autograd.Function`: static `forward(ctx, ...)` and `backward(ctx, grad_output)`; backward
+  returns one gradient per forward input, each already multiplied by `grad_output`; call it through `.apply`,
+  never `forward` directly. Verify it with `torch.autograd.gradcheck` in float64.
+- Tensors that backward needs go through `ctx.save_for_backward`, not `ctx.x = x` (only non-tensors, like a
+  shape or a flag, belong on `ctx` as attributes). Saved tensors are checked when backward reads them: an
+  in-place change made after the forward raises instead of giving a silently wrong gradient. They also avoid
+  reference cycles that leak memory (saving an output on `ctx`), and they pass through saved-tensor hooks
+  (`torch.autograd.graph.saved_tensors_hooks`: offloading, activation checkpointing).
+- The other style (PyTorch 2.0 and later): a `forward(x)` without `ctx`, plus a static
+  `setup_context(ctx, inputs, output)` that does the saving. Only that style works under the `torch.func`
+  transforms (`torch.func.grad`, `jacrev`, `torch.vmap`; vmap also needs `generate_vmap_rule = True` or a
+  `vmap` static method). This kata uses the combined `forward(ctx, x)`; the rules for `ctx` are the same.
 
 Your tasks
 ==========
@@ -121,8 +132,10 @@ def parameter_grads(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]
     (not `None`).
 
     The `.grad` field of every parameter is exactly as it was before the call: `None` stays `None`, and an
-    existing gradient keeps its values (nothing is added to it, nothing is zeroed or reset). Calling it
-    twice gives the same result.
+    existing gradient keeps its values (nothing is added to it, nothing is zeroed or reset). The returned
+    tensors share no memory with any `.grad` field (zeroing or accumulating into `.grad` later leaves them
+    unchanged, and changing them leaves `.grad` unchanged). Calling it twice gives the same result. The
+    parameters' values and `requires_grad` flags, `x` and `y` are not modified.
     """
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     if not named:
@@ -141,8 +154,10 @@ def predict_no_grad(model: nn.Module, x: Tensor) -> Tensor:
 
     The forward pass runs with gradient recording disabled (so no graph is built, not built and then thrown
     away), and the result has `requires_grad == False` and `grad_fn is None`, even when `x` or the model's
-    parameters require grad. Grad mode is restored afterwards, also if the model raises. The model's
-    train/eval mode is left as it is (this is not `model.eval()`).
+    parameters require grad. Grad mode is restored afterwards to what it was before the call (so it stays off
+    when the caller was already inside `torch.no_grad()`), also if the model raises. The model's train/eval
+    mode is left as it is (this is not `model.eval()`), and `x` and the parameters are not modified: their
+    values and `requires_grad` flags are as before.
     """
     with torch.no_grad():
         return model(x)
@@ -169,7 +184,8 @@ class SiLU(torch.autograd.Function):
     def forward(ctx, x: Tensor) -> Tensor:
         """Return `x * sigmoid(x)`: a tensor like `x` (shape, dtype, device), elementwise.
 
-        Save on `ctx` what `backward` will need (`ctx.save_for_backward(...)` for tensors).
+        `x` itself is not modified. Save on `ctx` what `backward` will need: every tensor through
+        `ctx.save_for_backward(...)`, none kept as an attribute of `ctx` (non-tensors such as a shape may be).
         """
         ctx.save_for_backward(x)
         return x * torch.sigmoid(x)

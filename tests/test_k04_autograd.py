@@ -17,11 +17,16 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import BroadcastableShapes, mutually_broadcastable_shapes
 from torch import nn
 from torch.autograd.gradcheck import GradcheckError
+from torch.overrides import TorchFunctionMode
 
 from kata_harness import load_kata
 from kata_harness.testing import assert_close, record_torch_calls
 
 kata = load_kata("k04_autograd")
+
+# The first operation on the meta device loads torch's meta kernels (a second or more on a busy machine): pay
+# for it once here, at import, instead of inside the 10-second budget of whichever meta test runs first.
+_ = torch.empty(0, device="meta") + 0
 
 # float64 autograd is exact up to a few ulps; the best central finite difference is off by ~1e-11.
 RTOL, ATOL = 1e-12, 1e-13
@@ -77,6 +82,20 @@ def check_calling_convention(seen: list[tuple[tuple[int, ...], torch.dtype]], na
     )
 
 
+def on_meta(what: str, call: Callable[[], object]) -> object:
+    """Run `call` on meta tensors, turning a device-mismatch error into a message that names the bug."""
+    try:
+        return call()
+    except NotImplementedError:
+        raise  # the stub's "not started", or an op without a meta kernel
+    except RuntimeError as error:
+        raise AssertionError(
+            f"{what} failed on the meta device: {error}\nlikely cause: a tensor created on the CPU "
+            "(torch.zeros, torch.ones, torch.tensor without device=...) mixed with the inputs' device - "
+            "build tensors with *_like(...) or device=x.device"
+        ) from error
+
+
 def sigmoid64(x: float) -> float:
     """A sigmoid in Python floats that does not overflow for large |x|."""
     if x >= 0:
@@ -115,12 +134,19 @@ def test_derivative_calls_f_with_0dim_float64() -> None:
     assert close(float(got), 12.0), f"d/dx t**3 at 2: expected 12.0, got {got!r}"
 
 
+def check_python_float(got: object, name: str) -> None:
+    """The contract promises a Python float: exactly `float`, not a tensor, an int or a NumPy float64 (a float
+    subclass that prints like one)."""
+    assert type(got) is float, (
+        f"{name} must return a Python float; got {type(got).__module__}.{type(got).__qualname__} {got!r}; "
+        "likely cause: returning the gradient tensor, a NumPy scalar (.numpy() gives numpy.float64, a float "
+        "subclass) or the int 0 - use float(...) or .item(), and 0.0 for the zero case"
+    )
+
+
 def test_derivative_returns_python_float() -> None:
     got = kata.derivative(lambda t: t * t, 1.5)
-    assert isinstance(got, float), (
-        f"expected a Python float, got {type(got).__name__} {got!r}; likely cause: returning the gradient "
-        "tensor - use .item() or float(...)"
-    )
+    check_python_float(got, "derivative")
     assert close(got, 3.0), f"d/dx t*t at 1.5: expected 3.0, got {got!r}"
 
 
@@ -140,6 +166,7 @@ def other_tensor_f() -> Callable[[torch.Tensor], torch.Tensor]:
 )
 def test_derivative_constant_function_is_zero(label: str, make_f: Callable) -> None:
     got = kata.derivative(make_f(), 0.5)
+    check_python_float(got, f"derivative of {label}")
     assert got == 0.0, (
         f"f returns {label}, which does not depend on its input, so df/dx is 0.0; got {got!r}; likely "
         "cause: torch.autograd.grad raises when the output has no grad_fn (check output.requires_grad) or "
@@ -184,7 +211,7 @@ def test_second_derivative_calls_f_with_0dim_float64() -> None:
 
 def test_second_derivative_returns_python_float() -> None:
     got = kata.second_derivative(lambda t: t**3, 0.5)
-    assert isinstance(got, float), f"expected a Python float, got {type(got).__name__} {got!r}"
+    check_python_float(got, "second_derivative")
     assert close(got, 3.0), f"d2/dx2 t**3 at 0.5: expected 3.0, got {got!r}"
 
 
@@ -208,6 +235,7 @@ def scaled_by_tensor_f() -> Callable[[torch.Tensor], torch.Tensor]:
 )
 def test_second_derivative_linear_function_is_zero(label: str, make_f: Callable) -> None:
     got = kata.second_derivative(make_f(), 0.25)
+    check_python_float(got, f"second_derivative of {label}")
     assert got == 0.0, (
         f"f(t) = {label} has second derivative 0.0; got {got!r}; likely cause: the first derivative of a "
         "linear function does not depend on t - it may have no grad_fn at all (check .requires_grad) or a "
@@ -394,6 +422,94 @@ def test_parameter_grads_leaves_existing_grads_untouched() -> None:
         )
 
 
+def test_parameter_grads_share_no_memory_with_grad() -> None:
+    model = mlp()
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)  # stale gradients left by an earlier step
+    want = mlp_grads(model, x, y)
+    got = kata.parameter_grads(model, x, y)
+    # What a training loop does next: zero the gradients in place, then accumulate a backward pass into them.
+    for p in model.parameters():
+        p.grad.zero_()
+    F.mse_loss(model(x), y).backward()
+    for name in want:
+        assert_close(
+            got[name],
+            want[name],
+            rtol=1e-10,
+            atol=1e-12,
+            what=f"the returned gradient for {name!r} after .grad was zeroed in place and accumulated into",
+            likely_cause="the returned tensor IS the parameter's .grad (or a view of it), so in-place "
+            "zeroing and accumulation into .grad change it too - return gradients that own their memory "
+            "(torch.autograd.grad does)",
+        )
+    # And the other way round: writing into the returned tensors must leave .grad alone.
+    grads_now = {name: p.grad.clone() for name, p in model.named_parameters()}
+    with torch.no_grad():
+        for g in got.values():
+            g.add_(100.0)
+    for name, p in model.named_parameters():
+        assert torch.equal(p.grad, grads_now[name]), (
+            f"adding to the returned gradient for {name!r} changed {name}.grad; likely cause: the result "
+            "shares memory with .grad"
+        )
+    # Calling it twice gives the same result, and the second call leaves .grad as it found it.
+    again = kata.parameter_grads(model, x, y)
+    for name in want:
+        assert_close(again[name], want[name], rtol=1e-10, atol=1e-12, what=f"second call, {name!r}")
+    for name, p in model.named_parameters():
+        assert torch.equal(p.grad, grads_now[name]), f"the second call changed {name}.grad"
+
+
+def test_parameter_grads_leaves_inputs_unchanged() -> None:
+    model = mlp()
+    model[2].bias.requires_grad_(False)
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(4, 2, dtype=torch.float64)
+    before = {name: (p.detach().clone(), p.requires_grad) for name, p in model.named_parameters()}
+    x_before, y_before = x.detach().clone(), y.clone()
+    got = kata.parameter_grads(model, x, y)
+    assert isinstance(got, dict) and sorted(got) == ["0.bias", "0.weight", "2.weight"], (
+        f"2.bias is frozen: expected the keys ['0.bias', '0.weight', '2.weight'], got "
+        f"{sorted(got) if isinstance(got, dict) else got!r}"
+    )
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    assert flags == {name: flag for name, (_, flag) in before.items()}, (
+        f"requires_grad flags before the call: { {n: f for n, (_, f) in before.items()} }, after: {flags}; "
+        "likely cause: requires_grad_(True) to get a gradient for every parameter, or requires_grad_(False) "
+        "after the call - the caller's parameters must keep their flags"
+    )
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), before[name][0]), f"parameter_grads changed the values of {name}"
+    assert x.requires_grad and torch.equal(x.detach(), x_before) and torch.equal(y, y_before), (
+        f"x or y was modified (x.requires_grad is now {x.requires_grad}); likely cause: an in-place "
+        "operation or requires_grad_ on the caller's tensors"
+    )
+
+
+def test_parameter_grads_on_meta_device() -> None:
+    # The meta device has shapes, dtypes and devices but no data: a tensor built on the CPU shows up here
+    # on any machine, where a CUDA test needs a GPU.
+    model = WithUnused().double().to("meta")
+    x = torch.empty(6, 3, dtype=torch.float64, device="meta")
+    y = torch.empty(6, 2, dtype=torch.float64, device="meta")
+    got = on_meta("parameter_grads", lambda: kata.parameter_grads(model, x, y))
+    assert isinstance(got, dict) and sorted(got) == ["layer.bias", "layer.weight", "unused"], (
+        f"expected the keys ['layer.bias', 'layer.weight', 'unused'], got {got!r}"
+    )
+    wrong = {
+        name: (str(g.device), g.dtype, tuple(g.shape))
+        for name, g in got.items()
+        if (g.device.type, g.dtype, g.shape) != ("meta", torch.float64, model.get_parameter(name).shape)
+    }
+    assert not wrong, (
+        f"with the model and data on the meta device, these gradients are not like their parameter "
+        f"(meta, float64, same shape): {wrong}; likely cause: torch.zeros(p.shape) or torch.zeros(shape, "
+        "dtype=p.dtype) builds the zeros on the CPU - torch.zeros_like(p) keeps the device too"
+    )
+
+
 # ----------------------------------------------------------------------------------------------------------
 # predict_no_grad
 
@@ -424,13 +540,71 @@ def test_predict_no_grad_output() -> None:
     )
 
 
+class GraphRecorder(TorchFunctionMode):
+    """Notes every torch call inside the block whose result is a tensor that requires grad: a graph node."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recorded: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        result = func(*args, **(kwargs or {}))
+        outputs = result if isinstance(result, tuple | list) else (result,)
+        if any(isinstance(t, torch.Tensor) and t.requires_grad and t.grad_fn is not None for t in outputs):
+            self.recorded.append(getattr(func, "__qualname__", repr(func)))
+        return result
+
+
 def test_predict_no_grad_records_no_graph() -> None:
     model = GradModeSpy()
-    kata.predict_no_grad(model, torch.randn(2, 3))
+    x = torch.randn(2, 3, requires_grad=True)
+    with GraphRecorder() as recorder:
+        out = kata.predict_no_grad(model, x)
     assert model.grad_mode_seen == [False], (
         f"grad mode during the forward pass: expected [False], saw {model.grad_mode_seen}; likely cause: "
         "model(x).detach() builds the graph and throws it away - run the forward pass inside torch.no_grad()"
     )
+    assert not recorder.recorded, (
+        f"the call built autograd graph nodes ({recorder.recorded}) although it promises to record none; "
+        "likely cause: computing with grad mode on and detaching afterwards"
+    )
+    assert not out.requires_grad and out.grad_fn is None, f"the result has grad_fn={out.grad_fn}"
+
+
+def test_predict_no_grad_restores_the_previous_grad_mode() -> None:
+    model = GradModeSpy()
+    with torch.no_grad():
+        kata.predict_no_grad(model, torch.randn(2, 3))
+        still_off = not torch.is_grad_enabled()
+    assert still_off, (
+        "called inside torch.no_grad(), predict_no_grad switched grad mode ON on its way out; likely cause: "
+        "torch.set_grad_enabled(True) (or a bare set_grad_enabled(False) ... set_grad_enabled(True) pair) "
+        "instead of restoring the previous mode - `with torch.no_grad():` restores whatever was there"
+    )
+    kata.predict_no_grad(model, torch.randn(2, 3))
+    assert torch.is_grad_enabled(), "grad mode was on before the call and is off after it"
+
+
+def test_predict_no_grad_leaves_inputs_unchanged() -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    model[2].bias.requires_grad_(False)
+    flags = [p.requires_grad for p in model.parameters()]
+    values = [p.detach().clone() for p in model.parameters()]
+    x = torch.randn(5, 3, requires_grad=True)
+    x_before = x.detach().clone()
+    kata.predict_no_grad(model, x)
+    assert x.requires_grad and torch.equal(x.detach(), x_before), (
+        f"x required grad before the call; afterwards requires_grad={x.requires_grad} (values "
+        f"{'unchanged' if torch.equal(x.detach(), x_before) else 'changed'}); likely cause: "
+        "x.requires_grad_(False) or x.detach_() on the caller's tensor - torch.no_grad() needs neither"
+    )
+    now = [p.requires_grad for p in model.parameters()]
+    assert now == flags, (
+        f"the parameters' requires_grad flags were {flags} and are now {now}; likely cause: "
+        "model.requires_grad_(False) to avoid the graph - that freezes the caller's model; use no_grad()"
+    )
+    for before, p in zip(values, model.parameters(), strict=True):
+        assert torch.equal(before, p.detach()), "predict_no_grad changed a parameter's values"
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
@@ -533,6 +707,19 @@ def test_stop_gradient_sum_leaves_inputs_unchanged() -> None:
     assert_close(grad_w, torch.full((3,), 2.0), rtol=0, atol=0, what="b's own gradient after the call")
 
 
+def test_stop_gradient_sum_leaves_input_values_unchanged() -> None:
+    wa, wb = torch.randn(2, 3, requires_grad=True), torch.randn(2, 3, requires_grad=True)
+    a, b = wa * 1.5, wb * 2.5  # non-leaves, so an in-place write into them does not raise
+    a_before, b_before = a.detach().clone(), b.detach().clone()
+    out = kata.stop_gradient_sum(a, b)
+    changed = [name for name, t, old in (("a", a, a_before), ("b", b, b_before)) if not torch.equal(t, old)]
+    assert not changed, (
+        f"stop_gradient_sum changed the values of {changed}; likely cause: an in-place add (a.add_(...), "
+        "a += ...) or writing into b.detach(), which shares b's memory - return a new tensor"
+    )
+    assert_close(out.detach(), a_before + b_before, rtol=1e-6, atol=1e-6, what="stop_gradient_sum(a, b)")
+
+
 # ----------------------------------------------------------------------------------------------------------
 # SiLU and silu
 
@@ -606,6 +793,64 @@ def test_silu_gradcheck() -> None:
             f"torch.autograd.gradcheck rejects SiLU's backward (its numerical and analytical Jacobians "
             f"differ):\n{exc}\nlikely cause: a wrong derivative formula"
         ) from exc
+
+
+def holds_tensor(value: object) -> bool:
+    """A tensor, or a list / tuple / dict holding one (one level down is where people put them)."""
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, dict):
+        value = list(value.values())
+    return isinstance(value, list | tuple) and any(isinstance(v, torch.Tensor) for v in value)
+
+
+def test_silu_saves_tensors_with_save_for_backward() -> None:
+    x = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    y = kata.SiLU.apply(x)
+    ctx = y.grad_fn  # for a custom Function, the graph node is the very ctx that forward received
+    assert ctx is not None, "SiLU.apply(x) on an x that requires grad returned a result with no grad_fn"
+    on_ctx = sorted(name for name, value in vars(ctx).items() if holds_tensor(value))
+    assert not on_ctx, (
+        f"SiLU.forward keeps tensors as attributes of ctx: {[f'ctx.{name}' for name in on_ctx]}; the "
+        "contract asks for ctx.save_for_backward(...) for every tensor backward needs. Attributes skip the "
+        "check that the tensor was not modified in place before backward (a silently wrong gradient), can "
+        "leak memory through reference cycles, and bypass saved-tensor hooks"
+    )
+    saved = ctx.saved_tensors
+    assert len(saved) >= 1, (
+        "SiLU.forward saved no tensor with ctx.save_for_backward, yet SiLU's derivative depends on x; likely "
+        "cause: the input kept some other way (a global, a closure) instead of ctx.save_for_backward(x)"
+    )
+
+
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["plain", "requires_grad"])
+def test_silu_does_not_modify_its_input(requires_grad: bool) -> None:
+    x = torch.linspace(-3, 3, 7, dtype=torch.float64).requires_grad_(requires_grad)
+    before = x.detach().clone()
+    out = kata.SiLU.apply(x)
+    assert torch.equal(x.detach(), before) and x.requires_grad == requires_grad, (
+        f"SiLU.apply changed its input: x was {before.tolist()} (requires_grad={requires_grad}), now "
+        f"{x.detach().tolist()} (requires_grad={x.requires_grad}); likely cause: an in-place operation in "
+        "forward (x.mul_(...), x *= ...) - forward runs without autograd recording, so nothing stops it"
+    )
+    assert_close(out.detach(), before * torch.sigmoid(before), rtol=1e-12, atol=1e-14, what="SiLU.apply(x)")
+
+
+def test_silu_on_meta_device() -> None:
+    # No data on the meta device, but shapes, dtypes and devices: a tensor made on the CPU inside forward or
+    # backward (torch.ones(shape), torch.tensor(...) of a shape) shows up on any machine.
+    x = torch.empty(3, 4, dtype=torch.float64, device="meta", requires_grad=True)
+    y = on_meta("SiLU.apply", lambda: kata.SiLU.apply(x))
+    assert (y.device.type, y.dtype, tuple(y.shape)) == ("meta", torch.float64, (3, 4)), (
+        f"SiLU.apply on a (3, 4) float64 meta tensor gave {y.dtype} {tuple(y.shape)} on {y.device}"
+    )
+    upstream = torch.empty(3, 4, dtype=torch.float64, device="meta")
+    (grad,) = on_meta("SiLU.backward", lambda: torch.autograd.grad(y, x, upstream))
+    assert (grad.device.type, grad.dtype, tuple(grad.shape)) == ("meta", torch.float64, (3, 4)), (
+        f"SiLU.backward on meta tensors gave a {grad.dtype} {tuple(grad.shape)} gradient on {grad.device}; "
+        "likely cause: a tensor built without device=x.device (torch.ones(x.shape)) - use ones_like or "
+        "plain Python numbers"
+    )
 
 
 FORBIDDEN_IN_BACKWARD = {

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from kata_harness import load_kata
 from kata_harness.testing import assert_close
 
 kata = load_kata("k06_custom_modules")
+
+# The first operation on the meta device loads torch's meta kernels (a second or more on a busy machine): pay
+# for it once here, at import, instead of inside the 10-second budget of whichever meta test runs first.
+_ = torch.empty(0, device="meta") + 0
 
 
 # ---------------------------------------------------------------------------------------------- CustomNetwork
@@ -144,6 +152,67 @@ def test_custom_network_eval_batchnorm_is_per_row() -> None:
         assert torch.equal(value, before[key]), f"an eval-mode forward changed bn1.{key}; it must not"
 
 
+def _on_meta(what: str, call: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Run `call` on meta tensors, turning a device-mismatch error into a message that names the bug."""
+    try:
+        return call()
+    except NotImplementedError:
+        raise  # the stub's "not started", or an op without a meta kernel
+    except RuntimeError as error:
+        raise AssertionError(
+            f"{what} failed on the meta device: {error}\nlikely cause: a tensor created on the CPU inside "
+            "forward (torch.zeros, torch.ones, torch.tensor without device=...) mixed with the input's "
+            "device - build it with *_like(...) or device=x.device"
+        ) from error
+
+
+def _spy_on(layer: nn.Module, name: str, calls: list[str]) -> None:
+    """Make `layer` (the same object, still registered) an instance of a recording subclass of its type."""
+    base = type(layer)
+
+    def forward(self: nn.Module, *args: object, **kwargs: object) -> object:
+        calls.append(name)
+        return base.forward(self, *args, **kwargs)
+
+    layer.__class__ = type(f"Recording{base.__name__}", (base,), {"forward": forward})
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_custom_network_calls_its_layers_in_order(training: bool) -> None:
+    net = _network(dropout=0.0).train(training)
+    calls: list[str] = []
+    for name in ("fc1", "bn1", "dropout", "fc2"):
+        _spy_on(getattr(net, name), name, calls)
+    x = torch.randn(6, 5)
+    out = net(x)
+    assert calls == ["fc1", "bn1", "dropout", "fc2"], (
+        f"forward called the layers stored on the network in the order {calls}; expected each of fc1, bn1, "
+        "dropout, fc2 once, in that order. Likely cause: functional dropout (F.dropout / torch.dropout) "
+        "instead of self.dropout, layers captured somewhere other than these attributes, or another order"
+    )
+    assert_close(
+        out.double(),
+        _oracle(net, x, batch_stats=training),
+        rtol=1e-4,
+        atol=1e-5,
+        what="CustomNetwork whose layers are subclasses of the original layer types",
+        likely_cause="a check on the exact layer type (type(m) is nn.Dropout) - subclasses must work too",
+    )
+
+
+def test_custom_network_on_meta_device() -> None:
+    # The meta device has shapes, dtypes and devices but no data: a tensor that forward builds on the CPU
+    # (a dropout mask, a constant) shows up here on any machine.
+    net = kata.CustomNetwork(5, 7, 3).to("meta")
+    for training in (True, False):
+        net.train(training)
+        out = _on_meta("CustomNetwork.forward", lambda: net(torch.empty(4, 5, device="meta")))
+        assert (out.device.type, tuple(out.shape)) == ("meta", (4, 3)), (
+            f"CustomNetwork on the meta device ({'train' if training else 'eval'} mode) returned shape "
+            f"{tuple(out.shape)} on {out.device}; likely cause: a tensor created without the input's device"
+        )
+
+
 # ------------------------------------------------------------------------------------------- count_parameters
 
 
@@ -151,7 +220,7 @@ def test_count_parameters_counts_scalars_in_submodules() -> None:
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Sequential(nn.Linear(4, 2, bias=False)))
     expected = (3 * 4 + 4) + 4 * 2
     got = kata.count_parameters(model)
-    assert got == expected and isinstance(got, int), (
+    assert got == expected and type(got) is int, (
         f"count_parameters(Linear(3, 4), ReLU, [Linear(4, 2, bias=False)]) returned {got!r} "
         f"({type(got).__name__}); expected the int {expected}. Likely cause: counting parameter tensors "
         "(`len(list(...))`) instead of their elements (`numel()`), or skipping nested submodules"
@@ -191,6 +260,65 @@ def test_count_parameters_trainable_only() -> None:
         f"with Linear(3, 4) frozen and Linear(4, 2) trainable: count_parameters gave {all_count} (expected "
         f"26) and trainable_only=True gave {trainable} (expected 10); likely cause: `trainable_only` ignored "
         f"or inverted, or frozen parameters dropped from the full count"
+    )
+    flags = [p.requires_grad for p in model.parameters()]
+    assert flags == [False, False, True, True], (
+        f"count_parameters changed the parameters' requires_grad flags to {flags}; it must only count"
+    )
+
+
+class _Gain(nn.Module):
+    """A custom module holding its own parameter (not inside a built-in layer) and an integer buffer."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(n))
+        self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gain
+
+
+class _MyLinear(nn.Linear):
+    """A subclass of a built-in layer: it must count (and freeze) like the layer it extends."""
+
+
+class _Model(nn.Module):
+    """Parameters in every place a module can hold them, the model itself included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.temperature = nn.Parameter(torch.tensor(1.0))  # 1, directly on the model
+        self.body = nn.Sequential(_MyLinear(3, 5), _Gain(5))  # 3*5 + 5 = 20, and 5
+        self.table = nn.ModuleDict({"emb": nn.Embedding(7, 2)})  # 14
+        self.extra = nn.ParameterList(
+            [nn.Parameter(torch.zeros(2, 2)), nn.Parameter(torch.zeros(3))]
+        )  # 4 + 3
+
+
+MODEL_SIZE = 1 + 20 + 5 + 14 + 4 + 3
+
+
+def test_count_parameters_any_module_type() -> None:
+    model = _Model()
+    got = kata.count_parameters(model)
+    assert got == MODEL_SIZE and type(got) is int, (
+        f"a model with a parameter of its own (1), a subclass of nn.Linear(3, 5) (20), a custom module "
+        f"with an nn.Parameter (5), an Embedding(7, 2) in a ModuleDict (14) and a ParameterList (4 + 3) has "
+        f"{MODEL_SIZE} parameter values; got {got!r}. Likely cause: counting only known layer types "
+        "(type(m) is nn.Linear, which also rejects subclasses) or only the children's parameters, instead of "
+        "every parameter model.parameters() yields"
+    )
+    model.body[0].bias.requires_grad_(False)
+    model.temperature.requires_grad_(False)
+    got = kata.count_parameters(model, trainable_only=True)
+    assert got == MODEL_SIZE - 5 - 1, (
+        f"with the subclassed layer's bias (5) and the model's own parameter (1) frozen, trainable_only=True "
+        f"should give {MODEL_SIZE - 6}; got {got!r}"
+    )
+    empty = kata.count_parameters(nn.ReLU())
+    assert empty == 0 and type(empty) is int, (
+        f"count_parameters(nn.ReLU()) should be the int 0, got {empty!r}"
     )
 
 
@@ -336,6 +464,16 @@ def test_ensemble_on_device(device: torch.device) -> None:
     assert_close(out.detach().cpu(), expected, rtol=1e-4, atol=1e-5, what=f"Ensemble output on {device}")
 
 
+def test_ensemble_forward_on_meta_device() -> None:
+    ens = kata.Ensemble(_members(3)).to("meta")
+    out = _on_meta("Ensemble.forward", lambda: ens(torch.empty(5, 4, device="meta")))
+    assert (out.device.type, tuple(out.shape)) == ("meta", (5, 2)), (
+        f"an Ensemble moved to the meta device returned shape {tuple(out.shape)} on {out.device}; likely "
+        "cause: accumulating the outputs into a tensor built on the CPU (torch.zeros(...) without the "
+        "input's device), or .cpu() inside forward"
+    )
+
+
 # ------------------------------------------------------------------------------------------------ RunningMean
 
 
@@ -442,6 +580,101 @@ def test_running_mean_buffers_never_require_grad() -> None:
     assert x.grad is not None, "no gradient reached x through RunningMean's output"
 
 
+class _GraphRecorder(TorchFunctionMode):
+    """Notes every torch call in the block whose result is a tensor with a grad_fn: a recorded graph node."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nodes: list[tuple[str, object]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        result = func(*args, **(kwargs or {}))
+        for t in result if isinstance(result, tuple | list) else (result,):
+            if isinstance(t, torch.Tensor) and t.grad_fn is not None:
+                self.nodes.append((getattr(func, "__qualname__", repr(func)), t.grad_fn))
+        return result
+
+
+def _graph_of(t: torch.Tensor) -> list[object]:
+    """Every autograd node the tensor's graph reaches (the nodes its gradient would pass through)."""
+    seen: list[object] = []
+    stack = [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or any(node is s for s in seen):
+            continue
+        seen.append(node)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return seen
+
+
+def test_running_mean_update_records_no_graph() -> None:
+    rm = kata.RunningMean(3).train()
+    x = torch.randn(4, 3, requires_grad=True)
+    with _GraphRecorder() as recorder:
+        out = rm(x)
+    used = _graph_of(out)
+    stray = [name for name, node in recorder.nodes if not any(node is u for u in used)]
+    assert not stray, (
+        f"a training forward on an x that requires grad built autograd nodes that the output does not use: "
+        f"{stray}; the statistics update must not be recorded at all. Likely cause: the update computed "
+        "with grad mode on and .detach()-ed afterwards - put it under torch.no_grad() (or compute it from "
+        "x.detach())"
+    )
+
+
+def test_running_mean_does_not_modify_its_input() -> None:
+    rm = kata.RunningMean(3).train()
+    rm(torch.randn(5, 3))
+    for training in (True, False):
+        rm.train(training)
+        x = torch.randn(4, 3) + 2
+        before = x.clone()
+        out = rm(x)
+        assert torch.equal(x, before), (
+            f"RunningMean changed its input in {'train' if training else 'eval'} mode; likely cause: "
+            "subtracting the mean in place (x -= self.mean, x.sub_(...)) - return x - self.mean, a new tensor"
+        )
+        assert out.data_ptr() != x.data_ptr(), "RunningMean returned its input tensor itself"
+
+
+def test_running_mean_after_double_keeps_int64_count() -> None:
+    rm = kata.RunningMean(2).double().train()
+    assert (rm.mean.dtype, rm.count.dtype) == (torch.float64, torch.int64), (
+        f"after .double(): mean is {rm.mean.dtype}, count is {rm.count.dtype}; a dtype cast converts only "
+        "floating-point buffers, so count must be registered as an int64 tensor"
+    )
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(n, 2, generator=gen, dtype=torch.float64) * 1e3 + 1e4 for n in (3, 5, 2)]
+    for batch in batches:
+        out = rm(batch)
+    expected = torch.cat(batches).mean(dim=0)
+    assert (rm.mean.dtype, rm.count.dtype, out.dtype) == (torch.float64, torch.int64, torch.float64), (
+        f"after float64 batches: mean {rm.mean.dtype}, count {rm.count.dtype}, output {out.dtype}; expected "
+        "float64, int64, float64"
+    )
+    assert rm.count.item() == 10, f"count should be 10 after batches of 3, 5 and 2 rows, got {rm.count!r}"
+    # The contract promises the mean up to float32 rounding whatever the dtype: 1e-6 relative is float32's.
+    assert_close(
+        rm.mean,
+        expected,
+        rtol=1e-6,
+        atol=0,
+        what="the running mean of float64 batches after .double()",
+        likely_cause="count incremented by 1 per batch, or the batches averaged instead of the rows",
+    )
+
+
+def test_running_mean_on_meta_device() -> None:
+    rm = kata.RunningMean(2).to("meta").train()
+    out = _on_meta("RunningMean.forward", lambda: rm(torch.empty(4, 2, device="meta")))
+    devices = {"mean": rm.mean.device.type, "count": rm.count.device.type, "output": out.device.type}
+    assert devices == {"mean": "meta", "count": "meta", "output": "meta"}, (
+        f"a training forward on the meta device left {devices}; likely cause: a tensor built on the CPU "
+        "inside forward (torch.zeros(features), torch.tensor(batch)) - use the input's or the buffers' device"
+    )
+
+
 def test_running_mean_on_device(device: torch.device) -> None:
     rm = kata.RunningMean(2).to(device).train()
     x = torch.tensor([[1.0, 2.0], [3.0, 6.0]], device=device)
@@ -480,6 +713,32 @@ def test_freeze_every_parameter_nested() -> None:
     )
     for before, p in zip(values, model.parameters(), strict=True):
         assert torch.equal(before, p), "freeze changed a parameter's values"
+
+
+def test_freeze_any_module_type() -> None:
+    model = _Model()
+    values = [p.detach().clone() for p in model.parameters()]
+    assert kata.freeze(model) is model, "freeze(model) must return the module it was given"
+    still = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert not still, (
+        f"after freeze, these parameters still require grad: {still}; likely cause: freezing only the "
+        "children (a parameter registered directly on the model is missed), only known layer types "
+        "(type(m) is nn.Linear misses subclasses and custom modules), or one level of submodules - "
+        "module.parameters() yields every one"
+    )
+    for before, p in zip(values, model.parameters(), strict=True):
+        assert torch.equal(before, p.detach()), "freeze changed a parameter's values"
+
+
+def test_freeze_leaves_buffers_unchanged() -> None:
+    model = _nested_model().train()
+    model(torch.randn(8, 3))  # non-trivial running statistics, num_batches_tracked = 1
+    before = {name: b.clone() for name, b in model.named_buffers()}
+    kata.freeze(model)
+    now = dict(model.named_buffers())
+    assert sorted(now) == sorted(before), f"freeze changed the buffers: {sorted(before)} -> {sorted(now)}"
+    changed = [n for n in before if now[n].dtype != before[n].dtype or not torch.equal(now[n], before[n])]
+    assert not changed, f"freeze changed the values or dtypes of the buffers {changed}; it must leave them"
 
 
 def test_freeze_keeps_training_mode() -> None:
