@@ -81,6 +81,14 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(Isolation(config), "kata-isolation")
 
 
+def warm_up() -> None:
+    """Pay once, before forking, what every worker would pay again: the first op on the `meta` device loads
+    torch's meta kernels and sympy (seconds). It starts no thread, so forking stays safe."""
+    import torch
+
+    (torch.empty(2, device="meta") + 1).sum()
+
+
 def time_limit(item: pytest.Item) -> float:
     """The wall-clock seconds `item` may run before its worker is killed."""
     marker = item.get_closest_marker("timeout")
@@ -175,6 +183,7 @@ class Isolation:
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         if session.testsfailed and not session.config.option.continue_on_collection_errors:
             raise session.Interrupted(f"{session.testsfailed} error(s) during collection")
+        warm_up()
         for group in _group_by_kata(session.items):
             self._grade_kata(session, group)
         return True

@@ -143,7 +143,10 @@ def run_mutants_forked(mutants: list[Mutant], jobs: int) -> Iterator[tuple[Mutan
     """Grade the mutants `jobs` at a time, each in a child forked from this process once it has imported
     torch and pytest: the children skip the seconds an import costs. Yields results as they finish."""
     import pytest
-    import torch  # noqa: F401 - imported once here, inherited by every child
+
+    from kata_harness.isolation import warm_up
+
+    warm_up()  # torch imported and its meta kernels loaded once here, inherited by every child
 
     waiting = list(mutants)
     running: dict[int, tuple[Mutant, Path, float]] = {}
