@@ -2,6 +2,8 @@
 
 Interview question: What is the difference between torch.Tensor and torch.tensor?
 
+Difficulty 2/5, about 30 minutes, after kata 3.
+
 The idea
 ========
 `torch.Tensor` is the tensor *class*. Calling it directly is the legacy constructor, and it overloads two

@@ -2,6 +2,8 @@
 
 Interview question: Explain the concept of tensors in PyTorch.
 
+Difficulty 2/5, about 35 minutes, after kata 1.
+
 The idea
 ========
 A tensor is an n-dimensional array of one element type, plus the metadata PyTorch needs to run it fast and
