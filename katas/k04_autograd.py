@@ -2,6 +2,8 @@
 
 Interview question: What is Autograd in PyTorch?
 
+Difficulty 3/5, about 50 minutes, after katas 2 and 3.
+
 The idea
 ========
 Autograd is reverse-mode automatic differentiation. While the forward pass runs, every operation on a

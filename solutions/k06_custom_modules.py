@@ -2,6 +2,8 @@
 
 Interview question: Explain torch.nn.Module and how to create custom modules.
 
+Difficulty 2/5, about 40 minutes, after katas 2 and 4.
+
 The idea
 ========
 An `nn.Module` is a container with bookkeeping. You subclass it, call `super().__init__()` first, create your
