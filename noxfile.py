@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -43,8 +44,17 @@ CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 NVIDIA_FILES = (Path("/proc/driver/nvidia/version"), Path("/usr/lib/wsl/lib/nvidia-smi"))
 # pip settings that already say where packages come from: "auto" then leaves torch to them.
 PIP_SOURCES = ("constraint", "index-url", "extra-index-url", "find-links", "no-index")
+PLUGIN_DIR = ROOT / "pytest-cuda-marker"  # our pytest plugin, a package of its own: pip installs it by path
 VENV_STAMP = ".katas-venv"  # what built the venv: venv_identity()
 INSTALL_STAMP = ".katas-installed"  # what was installed into it
+
+
+def plugin_fingerprint() -> str:
+    """A hash of the plugin's source: pip reinstalls a folder only when the install stamp says it changed."""
+    digest = hashlib.sha256()
+    for name in ("pyproject.toml", "pytest_cuda_marker.py"):
+        digest.update((PLUGIN_DIR / name).read_bytes())
+    return digest.hexdigest()
 
 
 def torch_choice() -> str:
@@ -186,7 +196,8 @@ def install(session: nox.Session, *groups: str) -> None:
         venv_stamp.write_text(identity, encoding="utf-8")
 
     requirements = [*PYPROJECT["project"]["dependencies"], *nox.project.dependency_groups(PYPROJECT, *groups)]
-    wanted = json.dumps([requirements, os.environ.get("PIP_CONSTRAINT", ""), VENV_PARAMS])
+    constraint = os.environ.get("PIP_CONSTRAINT", "")
+    wanted = json.dumps([requirements, plugin_fingerprint(), constraint, VENV_PARAMS])
     stamp = location / INSTALL_STAMP
     if stamp.exists() and stamp.read_text(encoding="utf-8") == wanted:
         return
@@ -206,7 +217,7 @@ def install(session: nox.Session, *groups: str) -> None:
     # silent=False: pip's own progress bars show each download as it happens.
     if index and torch:  # torch from that index alone: no same-version CUDA wheel on PyPI can win
         session.install("--index-url", index, *torch, silent=False)
-    session.install(*requirements, silent=False)
+    session.install(*requirements, str(PLUGIN_DIR), silent=False)
     stamp.write_text(wanted, encoding="utf-8")
 
 
@@ -288,7 +299,7 @@ def compare(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def explain(session: nox.Session) -> None:
-    """Model answers to kata 4's interview question and follow-ups: `nox -s explain -- 4` (asks until green)."""
+    """Model answers to kata 4's interview question and its follow-ups: `nox -s explain -- 4` (asks first)."""
     harness(session, "explain")
 
 
@@ -348,6 +359,9 @@ def verify(session: nox.Session) -> None:
         )  # fmt: skip
         session.run("python", "-m", "kata_harness.verify", "stubs", results)
     session.run("python", "-m", "kata_harness.mutants")  # and reject wrong code: every mutant fails
+    # pytest-cuda-marker's own tests, as the package they test: its folder's config, not the repo's.
+    plugin = str(PLUGIN_DIR.relative_to(ROOT))
+    session.run("python", "-m", "pytest", "-q", "-c", f"{plugin}/pyproject.toml", "--rootdir", plugin, plugin)
     # The harness's own tests start fresh interpreters that import torch: give them more than 10 s.
     session.run("python", "-m", "pytest", "-q", "--timeout=300", "kata_harness/tests", *session.posargs)
 

@@ -257,6 +257,8 @@ class _Worker:
                 report = self.config.hook.pytest_report_from_serializable(
                     config=self.config, data=message["report"]
                 )
+                if isinstance(report.longrepr, list):  # a skip's (path, line, reason), which JSON made a list
+                    report.longrepr = tuple(report.longrepr)
                 if self.running is not None:
                     self.running.phases.add(report.when)
                 self.by_id[report.nodeid].ihook.pytest_runtest_logreport(report=report)

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from kata_harness.cuda_marker import SKIP_REASON
+from pytest_cuda_marker import SKIP_REASON
 
 
 def problems_with_solutions(results: list[dict]) -> list[str]:

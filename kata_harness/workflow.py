@@ -23,7 +23,7 @@ BACKUPS = REPO_ROOT / ".katas-backup"
 HINT_STATE = REPO_ROOT / ".katas-hints.json"
 CHECK_PYTHON = REPO_ROOT / ".nox" / "check" / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 # What grading imports; an interpreter without all of them (nox's own, say) cannot grade.
-GRADING_MODULES = ("torch", "numpy", "pytest", "pytest_timeout", "hypothesis")
+GRADING_MODULES = ("torch", "numpy", "pytest", "pytest_timeout", "hypothesis", "pytest_cuda_marker")
 PASSING = ("passed", "skipped")
 
 _STYLES = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}

@@ -1,7 +1,7 @@
 """The graders' pytest set-up: the harness's plugins, for `nox -s check` and a bare `pytest` alike."""
 
 pytest_plugins = [
-    "kata_harness.cuda_marker",
+    "pytest_cuda_marker",
     "kata_harness.grading",
     "kata_harness.scoreboard",
     "kata_harness.isolation",

@@ -13,7 +13,7 @@ import pytest
 from kata_harness.source import REPO_ROOT
 
 PLUGINS = (
-    "-p", "kata_harness.grading", "-p", "kata_harness.scoreboard", "-p", "kata_harness.cuda_marker",
+    "-p", "kata_harness.grading", "-p", "kata_harness.scoreboard", "-p", "pytest_cuda_marker",
     "-p", "kata_harness.isolation",
 )  # fmt: skip
 

@@ -12,7 +12,7 @@ from kata_harness.source import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(180)  # the inner run starts a fresh interpreter and imports torch
 
-PLUGINS = ("-p", "kata_harness.grading", "-p", "kata_harness.scoreboard", "-p", "kata_harness.cuda_marker")
+PLUGINS = ("-p", "kata_harness.grading", "-p", "kata_harness.scoreboard", "-p", "pytest_cuda_marker")
 
 LEARNER_FILES = {
     "k91_syntax": "def f(:\n    return 1\n",
