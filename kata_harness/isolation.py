@@ -310,9 +310,8 @@ def _replay_warning(config: pytest.Config, data: dict) -> None:
     category = getattr(builtins, data["category"], None)
     category = category if isinstance(category, type) and issubclass(category, Warning) else UserWarning
     record = warnings.WarningMessage(category(data["message"]), category, data["filename"], data["lineno"])
-    config.hook.pytest_warning_recorded(
-        warning_message=record, when=data["when"], nodeid=data["nodeid"], location=None
-    )
+    kwargs = {"warning_message": record, "when": data["when"], "nodeid": data["nodeid"], "location": None}
+    config.hook.pytest_warning_recorded.call_historic(kwargs=kwargs)  # a historic hook, as pytest calls it
 
 
 def _messages(fd: int, deadline: Callable[[], float | None]) -> Iterator[dict | None]:

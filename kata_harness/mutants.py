@@ -119,6 +119,8 @@ def _verdict(results: Path) -> tuple[bool, str]:
     first = failed[0]
     if first["outcome"] == "broken":
         return False, f"INVALID: the mutant does not import: {first['message']}"
+    if first["outcome"] == "not run":  # an internal error, or a test that never finished: proves nothing
+        return False, f"INVALID: the run stopped before {first['name']} finished"
     return True, f"killed by {first['name']}"
 
 
@@ -143,10 +145,11 @@ def run_mutants_forked(mutants: list[Mutant], jobs: int) -> Iterator[tuple[Mutan
     """Grade the mutants `jobs` at a time, each in a child forked from this process once it has imported
     torch and pytest: the children skip the seconds an import costs. Yields results as they finish."""
     import pytest
+    import torch
 
-    from kata_harness.isolation import warm_up
-
-    warm_up()  # torch imported and its meta kernels loaded once here, inherited by every child
+    # torch imported and its meta kernels loaded once here, inherited by every child. (Not through
+    # kata_harness.isolation: a plugin module imported before pytest.main cannot have its asserts rewritten.)
+    (torch.empty(2, device="meta") + 1).sum()
 
     waiting = list(mutants)
     running: dict[int, tuple[Mutant, Path, float]] = {}
