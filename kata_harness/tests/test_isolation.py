@@ -103,6 +103,10 @@ MISHAPS: dict[str, tuple[str, str]] = {
         ONE_TEST,
     ),
     "k83_exit_at_import": ("import os\n\nos._exit(0)\n", ONE_TEST + "\ndef test_h():\n    kata.h\n"),
+    "k86_warns": (
+        "import warnings\n\ndef f():\n    warnings.warn('careful')\n    return 1\n\ndef g():\n    return 1\n",
+        ONE_TEST,
+    ),
     "k99_witness": ("def double(x):\n    return 2 * x\n", WITNESS_TESTS),
 }
 
@@ -262,3 +266,10 @@ def _alive(pid: int) -> bool:
     # A zombie (dead, not yet reaped by its parent) counts as gone.
     stat = Path(f"/proc/{pid}/stat")
     return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
+
+
+def test_a_warning_in_a_kata_is_reported_like_any_other(mishaps) -> None:
+    output, records, _ = mishaps
+    assert outcome(records, "k86_warns")[0] == "passed"
+    assert "INTERNALERROR" not in output
+    assert_lines(output, "*warnings summary*", "*UserWarning: careful*")
