@@ -1,11 +1,15 @@
-"""Grader for k08_loss_functions: stable cross-entropy and BCE from logits, focal loss, and loss_for.
+"""Grader for k08_loss_functions: torch's cross-entropy (layout, class weights, ignore_index, label smoothing)
+and BCE with pos_weight written stably from logits, and focal loss.
 
-Oracles: the loss formulas evaluated here in float64 (with the max subtracted before exponentiating,
-and log(1 + e^x) as torch.logaddexp, which has no kink for autograd to mis-differentiate at x = 0), torch's
-built-in losses, a focal loss written out from Lin et al.'s formula, and its gradient in closed form.
-Gradients are tested at logits of exactly 0 (what a zero-initialised head produces), where spellings of
-max(x, 0) with the same values differ in autograd. "Enforced, not trusted": the hand-written losses are run
-under a recorder of torch calls. Device handling is checked on the `meta` device, so it runs on any machine.
+Oracles: torch's own F.cross_entropy and F.binary_cross_entropy_with_logits evaluated in float64, the loss
+formulas evaluated here in float64 (with the max subtracted before exponentiating, and log(1 + e^x) as
+torch.logaddexp, which has no kink for autograd to mis-differentiate at x = 0), a focal loss written out from
+Lin et al.'s formula, and gradients in closed form. A wrong cross-entropy or pos_weight value is matched
+against the plausible wrong versions (divided by the count instead of the weights, s / (C - 1) smoothing,
+classes on the last dim, ...) so that the message names the bug. Gradients are tested at logits of exactly 0
+(what a zero-initialised head produces), where spellings of max(x, 0) with the same values differ in
+autograd. "Enforced, not trusted": the hand-written losses are run under a recorder of torch calls. Device
+handling is checked on the `meta` device, so it runs on any machine.
 """
 
 from __future__ import annotations
@@ -287,6 +291,418 @@ def test_cross_entropy_avoids_builtin_softmax_and_losses() -> None:
     )
 
 
+# ------------------------------------------ cross_entropy: layout, weight, ignore_index, label_smoothing
+
+
+def _ce_torch64(logits, targets, weight=None, ignore_index=-100, label_smoothing=0.0, grad=False):
+    """torch's own F.cross_entropy in float64: the value (and, with grad=True, d loss / d logits)."""
+    z = logits.detach().double().requires_grad_(grad)
+    w = None if weight is None else weight.detach().double()
+    value = F.cross_entropy(z, targets, weight=w, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    if not grad:
+        return value.detach()
+    value.backward()
+    return value.detach(), z.grad
+
+
+def _ce_variants(logits, targets, weight=None, ignore_index=-100, label_smoothing=0.0):
+    """(description of a learner bug, float64 value of cross-entropy as that bug computes it), lazily.
+
+    Written out from the definition in the kata's docstring (log p = z - logsumexp(z) over dim 1), so that a
+    wrong result can be matched to a named bug; the right answer is `_ce_torch64`. A variant that does not
+    apply to these inputs raises, and the caller skips it."""
+    z = logits.detach().double()
+    c = z.shape[1]
+    w = torch.ones(c, dtype=torch.float64) if weight is None else weight.detach().double()
+    s = label_smoothing
+    counts = targets != ignore_index
+    safe = torch.where(counts, targets, torch.zeros_like(targets))
+    log_p = z - torch.logsumexp(z, dim=1, keepdim=True)
+    nll = -log_p.gather(1, safe.unsqueeze(1)).squeeze(1)
+    w_y = w[safe] * counts
+    class_w = w.reshape(c, *([1] * (z.dim() - 2)))
+    smooth = -(log_p * class_w).sum(dim=1) * counts
+    right = (1 - s) * w_y * nll + s / c * smooth
+    yield (
+        "the weighted sum is divided by the number of targets that count instead of by the sum of their "
+        "class weights sum_k w[y_k]",
+        lambda: right.sum() / counts.sum(),
+    )
+    yield (
+        "the weighted sum is divided by weight.sum() (a sum over classes) instead of by the sum of the "
+        "targets' weights sum_k w[y_k]",
+        lambda: right.sum() / w.sum(),
+    )
+    yield (
+        "ignored targets still count in the denominator: they drop out of the sum but not out of the count "
+        "(a 0/1 mask multiplied in, then .mean())",
+        lambda: right.sum() / (w[safe].sum() if weight is not None else counts.numel()),
+    )
+    yield (
+        "the class weights are not used at all",
+        lambda: ((1 - s) * nll + s / c * -log_p.sum(dim=1))[counts].mean(),
+    )
+    yield (
+        "ignore_index is not honoured: only -100 (or negative targets) is ignored, whatever "
+        "ignore_index says",
+        lambda: F.cross_entropy(z, targets, weight=w, label_smoothing=s),
+    )
+    yield (
+        "label smoothing puts s / (C - 1) on the other classes and 1 - s on the true one; torch puts s / C "
+        "on every class, the true one included",
+        lambda: ((1 - s) * w_y * nll + s / (c - 1) * (smooth - w_y * nll)).sum() / w_y.sum(),
+    )
+    yield (
+        "the smoothing term is weighted by the target's weight w[y] instead of class by class "
+        "(sum_c w[c] * -log p[c])",
+        lambda: ((1 - s) * w_y * nll + s / c * w_y * -log_p.sum(dim=1)).sum() / w_y.sum(),
+    )
+    yield (
+        "the smoothing term is not weighted by the class weights",
+        lambda: ((1 - s) * w_y * nll + s / c * -log_p.sum(dim=1) * counts).sum() / w_y.sum(),
+    )
+    yield (
+        "the smoothing term still counts the ignored targets",
+        lambda: ((1 - s) * w_y * nll + s / c * -(log_p * class_w).sum(dim=1)).sum() / w_y.sum(),
+    )
+    yield (
+        "the true-class term is not multiplied by (1 - s)",
+        lambda: (w_y * nll + s / c * smooth).sum() / w_y.sum(),
+    )
+    yield (
+        "(N, C, L) logits were reshaped to (-1, C) without moving the class dim last first, which mixes "
+        "classes and positions: move dim 1 last (movedim, permute) before reshaping, or work along dim 1",
+        lambda: F.cross_entropy(
+            z.reshape(-1, c), targets.reshape(-1), weight=w, ignore_index=ignore_index, label_smoothing=s
+        ),
+    )
+    yield (
+        "the classes were taken from the LAST dim (logsumexp or gather over dim=-1); torch's class dim is "
+        "dim 1, and when L == C the wrong layout raises nothing",
+        lambda: F.cross_entropy(
+            z.transpose(1, 2), targets, weight=w, ignore_index=ignore_index, label_smoothing=s
+        ),
+    )
+
+
+def _ce_cause(got, expected: torch.Tensor, variants, otherwise: str) -> str:
+    """The bug whose value `got` matches (and the right answer does not), else `otherwise`."""
+    if not isinstance(got, torch.Tensor) or got.shape != ():
+        return otherwise
+    value = got.detach().double()
+    try:
+        for bug, compute in variants:
+            try:
+                wrong = compute().double()
+            except Exception:
+                continue  # this bug cannot happen with these inputs
+            close = torch.isclose(value, wrong, rtol=1e-4, atol=1e-6)
+            if (
+                wrong.shape == ()
+                and bool(close)
+                and not bool(torch.isclose(wrong, expected, rtol=1e-4, atol=1e-6))
+            ):
+                return bug
+    except Exception:
+        pass  # the variants' own set-up does not apply to these inputs
+    return otherwise
+
+
+def _call(what: str, fn, cause: str):
+    """fn(); an exception from the learner's code becomes a failure that says what was called and why."""
+    try:
+        return fn()
+    except (NotImplementedError, AssertionError):
+        raise
+    except Exception as exc:
+        raise AssertionError(f"{what} raised {type(exc).__name__}: {exc}\nLikely cause: {cause}") from exc
+
+
+OPTIONS_CAUSE = (
+    "cross_entropy should accept the keyword-only arguments weight=None, ignore_index=-100 and "
+    "label_smoothing=0.0 (the contract's signature), and logits of any (N, C, d1, ..., dk) layout"
+)
+INDEX_CAUSE = (
+    "an ignored target (-100, 255, ...) is not a class, so indexing or gathering with it fails. Point the "
+    "ignored targets at any valid class first (torch.where(targets != ignore_index, targets, 0)) and give "
+    "them weight 0, or mask them some other way that never uses them as an index"
+)
+
+
+def _check_ce(got, logits, targets, what: str, otherwise: str, **options) -> None:
+    """got against torch's float64 cross-entropy with `options`, naming the wrong version it matches."""
+    expected = _ce_torch64(logits, targets, **options)
+    assert isinstance(got, torch.Tensor) and got.shape == () and got.dtype == logits.dtype, (
+        f"{what} should return a 0-dim {logits.dtype} tensor, got {type(got).__name__} "
+        f"{tuple(getattr(got, 'shape', ()))} {getattr(got, 'dtype', '')}; likely cause: the result was not "
+        f"reduced to one number (a sum over dim 0 only, or a per-position loss left as it is)"
+    )
+    # float32 logits of size ~10 against a float64 oracle: a handful of roundings of relative size 6e-8
+    # per target, so 1e-5 relative (plus 1e-6 absolute for losses near 0) is generous and still tight.
+    rtol, atol = 1e-5, 1e-6
+    if torch.allclose(got.detach().double(), expected, rtol=rtol, atol=atol):
+        return
+    assert_close(
+        got.detach().double(),
+        expected,
+        rtol=rtol,
+        atol=atol,
+        what=what,
+        likely_cause=_ce_cause(got, expected, _ce_variants(logits, targets, **options), otherwise),
+    )
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(3, 4, 5), (2, 3, 3), (2, 3, 2, 4)],
+    ids=["N,C,L", "N,C,L with L == C", "N,C,H,W"],
+)
+def test_cross_entropy_class_dim_is_dim_1(shape: tuple[int, ...]) -> None:
+    gen = torch.Generator().manual_seed(53)
+    logits = torch.randn(shape, generator=gen) * 2
+    targets = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=gen)
+    what = f"cross_entropy on {shape} logits (classes in dim 1) and {tuple(targets.shape)} targets"
+    got = _call(
+        what,
+        lambda: kata.cross_entropy(logits, targets),
+        "the code assumes (N, C) logits; with (N, C, d1, ...) logits the classes are still dim 1 and every "
+        "(n, d1, ...) position is one target: reduce over dim 1 and gather with targets.unsqueeze(1)",
+    )
+    _check_ce(
+        got,
+        logits,
+        targets,
+        what,
+        "the class dim is dim 1 and the mean runs over every (n, d1, ..., dk) position, not only over N",
+    )
+
+
+def test_cross_entropy_class_weights_are_a_weighted_mean() -> None:
+    logits, _ = _logits_and_classes(8, 4, 2.0, 59)
+    targets = torch.tensor([0, 1, 2, 3, 2, 2, 1, 3])
+    for weight in (torch.tensor([0.2, 1.0, 3.0, 0.5]), torch.tensor([0.0, 2.0, 1.0, 1.0])):
+        what = f"cross_entropy(weight={weight.tolist()}) on (8, 4) logits"
+        got = _call(what, lambda w=weight: kata.cross_entropy(logits, targets, weight=w), OPTIONS_CAUSE)
+        _check_ce(
+            got,
+            logits,
+            targets,
+            what,
+            "each target's loss is weighted by the weight of ITS class, w[targets[k]], and the mean is "
+            "sum_k w[y_k] * loss_k / sum_k w[y_k]",
+            weight=weight,
+        )
+    weight = torch.tensor([0.2, 1.0, 3.0, 0.5])
+    once = kata.cross_entropy(logits, targets, weight=weight)
+    scaled = kata.cross_entropy(logits, targets, weight=weight * 10)
+    assert_close(
+        scaled,
+        once,
+        rtol=1e-5,
+        atol=1e-6,
+        what="cross_entropy(weight=10 * w) against cross_entropy(weight=w): a weighted mean does not "
+        "change when every weight is multiplied by the same constant",
+        likely_cause="the weighted sum is divided by something other than the sum of the targets' weights "
+        "(the number of targets, say), so the loss scales with the weights",
+    )
+
+
+@pytest.mark.parametrize(
+    "shape, ignore_index",
+    [((6, 4), -100), ((2, 3, 2, 3), 255), ((7, 3), 0)],
+    ids=["default -100", "255 on (N, C, H, W)", "0, a real class"],
+)
+def test_cross_entropy_ignore_index(shape: tuple[int, ...], ignore_index: int) -> None:
+    gen = torch.Generator().manual_seed(61)
+    logits = torch.randn(shape, generator=gen) * 2
+    targets = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=gen)
+    flat = targets.view(-1)
+    flat[::3] = ignore_index  # every third target is padding / void
+    flat[1] = 1  # and at least one counts
+    options = {} if ignore_index == -100 else {"ignore_index": ignore_index}
+    what = f"cross_entropy({', '.join(f'{k}={v}' for k, v in options.items())}) on {shape} logits, with " + (
+        f"every third target equal to {ignore_index}"
+    )
+    got = _call(what, lambda: kata.cross_entropy(logits, targets, **options), INDEX_CAUSE)
+    _check_ce(
+        got,
+        logits,
+        targets,
+        what,
+        "targets equal to ignore_index must count in neither the sum nor the denominator; compare with "
+        "ignore_index, not with `< 0`",
+        ignore_index=ignore_index,
+    )
+
+
+def test_cross_entropy_ignored_targets_get_no_gradient() -> None:
+    gen = torch.Generator().manual_seed(67)
+    logits = (torch.randn(3, 4, 5, generator=gen) * 2).requires_grad_()
+    targets = torch.randint(0, 4, (3, 5), generator=gen)
+    targets[0, 1] = targets[2, 4] = targets[1, 0] = -100
+    weight = torch.tensor([0.5, 2.0, 1.0, 1.5])
+    loss = _call(
+        "cross_entropy(weight=w, label_smoothing=0.2) on (3, 4, 5) logits with three ignored targets",
+        lambda: kata.cross_entropy(logits, targets, weight=weight, label_smoothing=0.2),
+        INDEX_CAUSE,
+    )
+    assert isinstance(loss, torch.Tensor) and loss.requires_grad, (
+        f"cross_entropy's result should be differentiable w.r.t. logits, got {loss!r}; likely cause: "
+        f".item(), .detach() or torch.tensor(...) in the computation"
+    )
+    loss.backward()
+    expected_value, expected = _ce_torch64(logits, targets, weight, -100, 0.2, grad=True)
+    ignored = (targets == -100).unsqueeze(1).expand_as(logits)
+    assert logits.grad is not None and bool((logits.grad[ignored] == 0).all()), (
+        "the logits at ignored positions (target -100) got a gradient: "
+        f"{None if logits.grad is None else logits.grad[ignored].tolist()}; an ignored target must not "
+        "influence the loss at all. Likely cause: the label-smoothing term (or the log-sum-exp) is not "
+        "masked at ignored positions"
+    )
+    assert_close(
+        logits.grad,
+        expected.float(),
+        rtol=1e-5,
+        atol=1e-7,
+        what="d cross_entropy(weight=w, label_smoothing=0.2) / d logits on (3, 4, 5) logits with ignored "
+        "targets, against torch's own F.cross_entropy in float64",
+        likely_cause=_ce_cause(
+            loss,
+            expected_value,
+            _ce_variants(logits, targets, weight, -100, 0.2),
+            "part of the computation is detached, or the value is already wrong (see the value tests)",
+        ),
+    )
+
+
+def test_cross_entropy_all_targets_ignored_is_nan() -> None:
+    logits, _ = _logits_and_classes(4, 3, 1.0, 71)
+    targets = torch.full((4,), -100)
+    assert torch.isnan(F.cross_entropy(logits, targets)), "grader bug: torch's loss is not nan here"
+    got = _call(
+        "cross_entropy on a batch whose every target is -100",
+        lambda: kata.cross_entropy(logits, targets),
+        INDEX_CAUSE,
+    )
+    assert isinstance(got, torch.Tensor) and got.shape == () and bool(torch.isnan(got)), (
+        f"cross_entropy on a batch whose every target is ignored returned {got!r}; the contract (like "
+        f"torch) says nan: 0 / 0, nothing counts. Likely cause: the denominator was clamped (or a 0 "
+        f"returned) so an all-padding batch trains silently on nothing; keep torch's behaviour"
+    )
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["no weight", "with weight"])
+def test_cross_entropy_label_smoothing(weighted: bool) -> None:
+    logits, targets = _logits_and_classes(6, 4, 2.0, 73)
+    weight = torch.tensor([0.3, 1.0, 2.5, 0.8]) if weighted else None
+    for smoothing in (0.1, 0.35, 1.0):
+        what = (
+            f"cross_entropy(label_smoothing={smoothing}{', weight=w' if weighted else ''}) on (6, 4) logits"
+        )
+        got = _call(
+            what,
+            lambda s=smoothing: kata.cross_entropy(logits, targets, weight=weight, label_smoothing=s),
+            OPTIONS_CAUSE,
+        )
+        _check_ce(
+            got,
+            logits,
+            targets,
+            what,
+            "with smoothing s the target distribution is (1 - s) * one_hot(y) + s / C on every class; "
+            "with class weights each class's -log p is weighted by its own weight, and the result is "
+            "divided by sum_k w[y_k] as without smoothing",
+            weight=weight,
+            label_smoothing=smoothing,
+        )
+
+
+@settings(max_examples=25)
+@given(
+    extra=st.lists(st.integers(1, 3), min_size=0, max_size=2).map(tuple),
+    n=st.integers(1, 4),
+    c=st.integers(1, 5),
+    weighted=st.booleans(),
+    ignore_index=st.sampled_from([-100, 0, 255]),
+    smoothing=st.sampled_from([0.0, 0.05, 0.3, 1.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_cross_entropy_options_match_torch(
+    extra: tuple[int, ...], n: int, c: int, weighted: bool, ignore_index: int, smoothing: float, seed: int
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    if c == 1 and ignore_index == 0:
+        ignore_index = -100  # with one class, ignoring class 0 would ignore everything
+    logits = (torch.randn(n, c, *extra, generator=gen) * 3).requires_grad_()
+    targets = torch.randint(0, c, (n, *extra), generator=gen)
+    targets = torch.where(torch.rand(targets.shape, generator=gen) < 0.3, ignore_index, targets)
+    targets.view(-1)[0] = c - 1 if ignore_index == 0 else 0  # at least one target counts
+    weight = torch.rand(c, generator=gen) + 0.1 if weighted else None
+    options = {"weight": weight, "ignore_index": ignore_index, "label_smoothing": smoothing}
+    what = (
+        f"cross_entropy({'weight=w, ' if weighted else ''}ignore_index={ignore_index}, "
+        f"label_smoothing={smoothing}) on {tuple(logits.shape)} logits"
+    )
+    got = _call(what, lambda: kata.cross_entropy(logits, targets, **options), INDEX_CAUSE)
+    _check_ce(got, logits.detach(), targets, what, "see the more specific cross_entropy tests", **options)
+    assert got.requires_grad, f"{what} is not differentiable w.r.t. logits (requires_grad is False)"
+    got.backward()
+    _, expected = _ce_torch64(logits, targets, grad=True, **options)
+    assert_close(
+        logits.grad,
+        expected.float(),
+        rtol=1e-5,
+        atol=1e-7,
+        what=f"d {what} / d logits, against torch's own F.cross_entropy in float64",
+        likely_cause="part of the computation is detached from logits",
+    )
+
+
+def test_cross_entropy_options_large_logits(device: torch.device) -> None:
+    logits = torch.tensor(HUGE_LOGITS, device=device)
+    targets = torch.tensor([1, 0, -100, 1, 0, 2], device=device)
+    weight = torch.tensor([0.5, 2.0, 1.0], device=device)
+    got = kata.cross_entropy(logits, targets, weight=weight, label_smoothing=0.1)
+    assert torch.isfinite(got).all(), (
+        f"cross_entropy(weight=w, label_smoothing=0.1) returned {got.item()} for logits up to +-1e4; likely "
+        f"cause: probabilities formed before the log (softmax, then log) underflow to 0 for the classes the "
+        f"smoothing term also charges; take log p = z - logsumexp(z) in log space"
+    )
+    # The loss is ~1e3 here (smoothing charges 0.1/3 of -log p ~ 2e4 per row): float32 carries it to ~1e-4.
+    assert_close(
+        got.cpu(),
+        _ce_torch64(logits.cpu(), targets.cpu(), weight.cpu(), -100, 0.1).float(),
+        rtol=1e-5,
+        atol=1e-3,
+        what="cross_entropy(weight=w, label_smoothing=0.1) with logits up to +-1e4 and an ignored target",
+        likely_cause="stay in log space: log p = z - logsumexp(z), never log(softmax(z))",
+    )
+
+
+def test_cross_entropy_options_avoid_builtin_softmax_and_losses() -> None:
+    gen = torch.Generator().manual_seed(79)
+    logits = torch.randn(3, 4, 5, generator=gen) * 3
+    targets = torch.randint(0, 4, (3, 5), generator=gen)
+    targets[1, 2] = 255
+    weight = torch.tensor([1.0, 0.5, 2.0, 1.5])
+    options = {"weight": weight, "ignore_index": 255, "label_smoothing": 0.15}
+    with record_torch_calls() as calls:
+        got = _call(
+            "cross_entropy(weight=w, ignore_index=255, label_smoothing=0.15)",
+            lambda: kata.cross_entropy(logits, targets, **options),
+            INDEX_CAUSE,
+        )
+    _check_ce(
+        got, logits, targets, "cross_entropy with every option", "see the more specific tests", **options
+    )
+    bad = _forbidden(calls)
+    assert not bad, (
+        f"cross_entropy with weight, ignore_index and label_smoothing called {bad}; write them yourself "
+        f"from elementary ops and torch.logsumexp: torch.nn.functional (cross_entropy, nll_loss, one_hot, "
+        f"log_softmax, ...) and torch's loss functions are off limits here"
+    )
+
+
 # ---------------------------------------------------------------- bce_with_logits
 
 
@@ -449,6 +865,193 @@ def test_bce_with_logits_avoids_functional_and_losses() -> None:
         f"bce_with_logits called {bad}; write the stable formula yourself from elementary ops (maximum, "
         f"abs, exp, log1p, mean, or logaddexp). torch.nn.functional (softplus, logsigmoid, ...) and torch's "
         f"loss functions are off limits here"
+    )
+
+
+# ---------------------------------------------------------------- bce_with_logits: pos_weight
+
+
+def _bce_pos_weight_elementwise(logits, targets, pos_weight) -> torch.Tensor:
+    """-(pw * t * log p + (1 - t) * log(1 - p)) in float64.
+
+    (-log p = log(1 + e^-x) and -log(1 - p) = log(1 + e^x), both as logaddexp.)"""
+    x, t, pw = logits.detach().double(), targets.double(), pos_weight.double()
+    return pw * t * _log1p_exp(-x) + (1 - t) * _log1p_exp(x)
+
+
+def _bce_pos_weight_grad(logits, targets, pos_weight) -> torch.Tensor:
+    """d mean(...) / d logits in closed form, float64: (sigmoid(x) * (pw * t + 1 - t) - pw * t) / numel."""
+    x, t, pw = logits.detach().double(), targets.double(), pos_weight.double()
+    return (torch.sigmoid(x) * (pw * t + 1 - t) - pw * t) / x.numel()
+
+
+def _pos_weight_cause(got, logits, targets, pos_weight) -> str:
+    """Which wrong version of the pos_weight loss `got` matches, if any."""
+    x, t, pw = logits.detach().double(), targets.double(), pos_weight.double()
+    pw = pw.expand(x.shape)
+    plain = _bce_elementwise(x, t)
+    variants = {
+        "pos_weight multiplies the NEGATIVE term (1 - t) * log(1 - p); it weighs the positives, t * log(p)": (
+            (1 - t) * pw * _log1p_exp(x) + t * _log1p_exp(-x)
+        ).mean(),
+        "pos_weight multiplies the whole element's loss (that is BCE's `weight`, not pos_weight)": (
+            pw * plain
+        ).mean(),
+        "the sum is divided by the total weight (a weighted mean, as cross-entropy's class weights are); "
+        "BCEWithLogitsLoss with pos_weight takes the plain mean over every element": (
+            _bce_pos_weight_elementwise(x, t, pw).sum() / (pw * t + 1 - t).sum()
+        ),
+        "pos_weight is ignored": plain.mean(),
+    }
+    if pos_weight.dim() == 1 and x.dim() >= 2 and x.shape[0] == pos_weight.shape[0]:
+        variants[
+            "pos_weight was applied along dim 0 (one weight per ROW, e.g. pos_weight.view(-1, 1)); it "
+            "broadcasts like any tensor, so a (C,) pos_weight weighs the last dim: one weight per label"
+        ] = _bce_pos_weight_elementwise(x, t, pos_weight.double().reshape(-1, *([1] * (x.dim() - 1)))).mean()
+    expected = _bce_pos_weight_elementwise(x, t, pw).mean()
+    return _ce_cause(
+        got,
+        expected,
+        [(bug, lambda v=value: v) for bug, value in variants.items()],
+        "each element costs -(pos_weight * t * log p + (1 - t) * log(1 - p)), averaged over every element",
+    )
+
+
+@pytest.mark.parametrize(
+    "shape, pw_shape",
+    [((5, 3), (3,)), ((4, 4), (4,)), ((2, 3, 4), (4,)), ((2, 3, 4), (3, 1))],
+    ids=["(N, C) with (C,)", "square (C, C) with (C,)", "(N, C, L) with (L,)", "(N, C, L) with (C, 1)"],
+)
+def test_bce_with_logits_pos_weight_matches_torch(shape, pw_shape) -> None:
+    logits, targets = _binary_batch(shape, 2.0, 83, soft=True)
+    pos_weight = torch.rand(pw_shape, generator=torch.Generator().manual_seed(89)) * 4 + 0.25
+    what = f"bce_with_logits(pos_weight of shape {pw_shape}) on {shape} logits"
+    got = _call(
+        what,
+        lambda: kata.bce_with_logits(logits, targets, pos_weight=pos_weight),
+        "bce_with_logits should accept a keyword-only pos_weight (default None), a tensor that broadcasts "
+        "against the logits like any other tensor",
+    )
+    expected = _bce_pos_weight_elementwise(logits, targets, pos_weight).mean()
+    assert torch.allclose(
+        expected.float(),
+        F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight),
+        rtol=1e-5,
+    ), "grader bug: the pos_weight oracle disagrees with torch"
+    assert isinstance(got, torch.Tensor) and got.shape == () and got.dtype == logits.dtype, (
+        f"{what} should return a 0-dim float32 tensor, got {type(got).__name__} "
+        f"{tuple(getattr(got, 'shape', ()))} {getattr(got, 'dtype', '')}"
+    )
+    # float32 inputs of size ~5 against a float64 oracle: 1e-5 relative covers the roundings of a mean.
+    assert_close(
+        got.double(),
+        expected,
+        rtol=1e-5,
+        atol=1e-6,
+        what=what,
+        likely_cause=_pos_weight_cause(got, logits, targets, pos_weight),
+    )
+
+
+def test_bce_with_logits_pos_weight_large_logits(device: torch.device) -> None:
+    logits = torch.tensor(EXTREME_BINARY, device=device).reshape(5, 2)
+    targets = torch.tensor(EXTREME_TARGETS, device=device).reshape(5, 2)
+    pos_weight = torch.tensor([3.0, 0.5], device=device)
+    got = kata.bce_with_logits(logits, targets, pos_weight=pos_weight)
+    assert torch.isfinite(got).all(), (
+        f"bce_with_logits(pos_weight=...) returned {got.item()} for logits up to +-1e4; likely cause: "
+        f"log(sigmoid(x)) for the positive term (sigmoid(-1e4) is 0, log(0) = -inf). -log(sigmoid(x)) is "
+        f"log(1 + e^-x), which has the same stable form as log(1 + e^x) with x negated"
+    )
+    assert_close(
+        got.cpu().double(),
+        _bce_pos_weight_elementwise(logits.cpu(), targets.cpu(), pos_weight.cpu()).mean(),
+        rtol=1e-6,
+        atol=1e-3,
+        what="bce_with_logits(pos_weight=[3, 0.5]) with logits up to +-1e4 (a confidently wrong 1e4 logit "
+        "costs ~1e4 times its weight)",
+        likely_cause="the positive term's log was formed from a probability, or clamped; compute both "
+        "terms from the logit",
+    )
+
+
+def test_bce_with_logits_pos_weight_gradient() -> None:
+    logits = torch.tensor([*EXTREME_BINARY, 0.5, -2.0, 0.0, 0.0, 0.0, 0.0]).reshape(4, 4).requires_grad_()
+    targets = torch.tensor([*EXTREME_TARGETS, 1.0, 0.0, 1.0, 0.0, 0.3, 1.0]).reshape(4, 4)
+    pos_weight = torch.tensor([2.0, 0.5, 5.0, 1.0])
+    loss = _call(
+        "bce_with_logits(pos_weight=[2, 0.5, 5, 1])",
+        lambda: kata.bce_with_logits(logits, targets, pos_weight=pos_weight),
+        "bce_with_logits should accept a keyword-only pos_weight (default None)",
+    )
+    assert isinstance(loss, torch.Tensor) and loss.requires_grad, (
+        f"bce_with_logits(pos_weight=...) should be differentiable w.r.t. logits, got {loss!r}"
+    )
+    loss.backward()
+    assert torch.isfinite(logits.grad).all(), (
+        f"the gradient of bce_with_logits(pos_weight=...) is not finite at logits +-1e4: "
+        f"{logits.grad.tolist()}; likely cause: torch.where between a safe and an overflowing branch (its "
+        f"backward multiplies 0 by the other branch's inf gradient)"
+    )
+    expected = _bce_pos_weight_grad(logits, targets, pos_weight)
+    assert_close(
+        logits.grad,
+        expected.float(),
+        rtol=1e-5,
+        atol=1e-7,
+        what="d bce_with_logits(pos_weight=pw) / d logits, which should be "
+        "(sigmoid(x) * (pw * t + 1 - t) - pw * t) / numel, also at logits exactly 0",
+        likely_cause=_gradient_cause(
+            logits.grad,
+            expected,
+            logits,
+            "part of the computation is detached, or the value is already wrong",
+        ),
+    )
+
+
+def test_bce_with_logits_pos_weight_zero_initialised_head() -> None:
+    head, features = _zero_head(5, 3, 8, seed=97)
+    targets = torch.randint(0, 2, (8, 3), generator=torch.Generator().manual_seed(101)).float()
+    pos_weight = torch.tensor([4.0, 1.0, 0.25])
+    logits = head(features)  # every first-step logit is exactly 0
+    logits.retain_grad()
+    _call(
+        "bce_with_logits(pos_weight=[4, 1, 0.25]) on a zero-initialised head",
+        lambda: kata.bce_with_logits(logits, targets, pos_weight=pos_weight),
+        "bce_with_logits should accept a keyword-only pos_weight (default None)",
+    ).backward()
+    _assert_head_grads(
+        head,
+        features,
+        _bce_pos_weight_grad(logits, targets, pos_weight),
+        logits,
+        "bce_with_logits(pos_weight=[4, 1, 0.25]) on a zero-initialised head",
+        "at logit 0, d loss / d logit is ((pw * t + 1 - t) / 2 - pw * t) / numel",
+    )
+
+
+def test_bce_with_logits_pos_weight_avoids_functional_and_losses() -> None:
+    logits, targets = _binary_batch((4, 3), 3.0, 103, soft=True)
+    pos_weight = torch.tensor([1.5, 0.2, 3.0])
+    with record_torch_calls() as calls:
+        got = _call(
+            "bce_with_logits(pos_weight=[1.5, 0.2, 3])",
+            lambda: kata.bce_with_logits(logits, targets, pos_weight=pos_weight),
+            "bce_with_logits should accept a keyword-only pos_weight (default None)",
+        )
+    assert_close(
+        got.double(),
+        _bce_pos_weight_elementwise(logits, targets, pos_weight).mean(),
+        rtol=1e-5,
+        atol=1e-6,
+        what="bce_with_logits(pos_weight=[1.5, 0.2, 3])",
+        likely_cause=_pos_weight_cause(got, logits, targets, pos_weight),
+    )
+    bad = _forbidden(calls)
+    assert not bad, (
+        f"bce_with_logits(pos_weight=...) called {bad}; write the stable formula yourself from elementary "
+        f"ops; torch.nn.functional and torch's loss functions are off limits here"
     )
 
 
@@ -769,43 +1372,59 @@ def test_focal_loss_module_rejects_unknown_reduction() -> None:
 
 # ---------------------------------------------------------------- every loss: inputs, .grad, device
 
-# label -> (call, kind of targets); each loss promises to leave its inputs alone and to follow their device.
+# label -> (call(logits, targets, extra), kind of inputs); each loss promises to leave its inputs alone (the
+# class weights and pos_weight included) and to follow their device and dtype.
 LOSS_CASES = {
-    "cross_entropy": (lambda x, t: kata.cross_entropy(x, t), "classes"),
-    "bce_with_logits": (lambda x, t: kata.bce_with_logits(x, t), "soft"),
-    "focal_loss(reduction='none')": (lambda x, t: kata.focal_loss(x, t, 2.0, 0.25, "none"), "hard"),
-    "focal_loss(reduction='mean')": (lambda x, t: kata.focal_loss(x, t, 1.0, None, "mean"), "hard"),
-    "focal_loss(reduction='sum')": (lambda x, t: kata.focal_loss(x, t, 0.0, 0.75, "sum"), "hard"),
-    "FocalLoss()": (lambda x, t: kata.FocalLoss()(x, t), "hard"),
+    "cross_entropy": (lambda x, t, e: kata.cross_entropy(x, t), "classes"),
+    "cross_entropy(weight, ignore_index, label_smoothing) on (N, C, L)": (
+        lambda x, t, e: kata.cross_entropy(x, t, weight=e["weight"], ignore_index=-100, label_smoothing=0.1),
+        "classes (N, C, L)",
+    ),
+    "bce_with_logits": (lambda x, t, e: kata.bce_with_logits(x, t), "soft"),
+    "bce_with_logits(pos_weight)": (
+        lambda x, t, e: kata.bce_with_logits(x, t, pos_weight=e["pos_weight"]),
+        "soft",
+    ),
+    "focal_loss(reduction='none')": (lambda x, t, e: kata.focal_loss(x, t, 2.0, 0.25, "none"), "hard"),
+    "focal_loss(reduction='mean')": (lambda x, t, e: kata.focal_loss(x, t, 1.0, None, "mean"), "hard"),
+    "focal_loss(reduction='sum')": (lambda x, t, e: kata.focal_loss(x, t, 0.0, 0.75, "sum"), "hard"),
+    "FocalLoss()": (lambda x, t, e: kata.FocalLoss()(x, t), "hard"),
 }
 
 
 def _case_inputs(kind: str, dtype: torch.dtype = torch.float32, device: str = "cpu"):
-    """(4, 3) logits (one of them exactly 0) and targets of the kind a loss takes."""
+    """Logits (one of them exactly 0), targets of the kind a loss takes, and the extra tensors it may take."""
     gen = torch.Generator().manual_seed(47)
-    logits = torch.randn(4, 3, generator=gen) * 3
-    logits[0, 0] = 0.0
+    shape = (4, 3, 2) if kind == "classes (N, C, L)" else (4, 3)
+    logits = torch.randn(shape, generator=gen) * 3
+    logits.view(-1)[0] = 0.0
     if kind == "classes":
         targets = torch.tensor([2, 0, 1, 1])
+    elif kind == "classes (N, C, L)":
+        targets = torch.tensor([[2, 0], [1, -100], [0, 0], [1, 2]])  # one ignored target
     elif kind == "soft":
         targets = torch.rand(4, 3, generator=gen).to(dtype)
     else:
         targets = torch.randint(0, 2, (4, 3), generator=gen).to(dtype)
-    return logits.to(dtype).to(device), targets.to(device)
+    extra = {"weight": torch.tensor([0.5, 2.0, 1.25]), "pos_weight": torch.tensor([3.0, 0.5, 1.5])}
+    extra = {name: tensor.to(dtype).to(device) for name, tensor in extra.items()}
+    return logits.to(dtype).to(device), targets.to(device), extra
 
 
 @pytest.mark.parametrize("label", list(LOSS_CASES))
 def test_losses_leave_inputs_unchanged(label: str) -> None:
     call, kind = LOSS_CASES[label]
-    logits, targets = _case_inputs(kind)
-    logits_before, targets_before = logits.clone(), targets.clone()
-    call(logits, targets)
-    for name, tensor, before in [("logits", logits, logits_before), ("targets", targets, targets_before)]:
-        assert torch.equal(tensor, before), (
-            f"{label} changed the caller's {name} in place (max change "
-            f"{(tensor.double() - before.double()).abs().max().item():.3g}); likely cause: an in-place op on "
-            f"an input (`logits -= logits.max(...)`, `clamp_`, `mul_`, `x[mask] = ...`). Work on new "
-            f"tensors: `logits = logits - m` rebinds the name and leaves the caller's tensor alone"
+    logits, targets, extra = _case_inputs(kind)
+    inputs = {"logits": logits, "targets": targets, **extra}
+    before = {name: tensor.clone() for name, tensor in inputs.items()}
+    call(logits, targets, extra)
+    for name, tensor in inputs.items():
+        assert torch.equal(tensor, before[name]), (
+            f"{label} changed the caller's {name} in place (now {tensor.tolist()}, was "
+            f"{before[name].tolist()}); likely cause: an in-place op on an input (`logits -= "
+            f"logits.max(...)`, `weight /= weight.sum()`, `targets[targets == ignore_index] = 0`, `clamp_`, "
+            f"`mul_`). Work on new tensors: `logits = logits - m` rebinds the name and leaves the caller's "
+            f"tensor alone"
         )
         assert not tensor.requires_grad, (
             f"{label} turned on requires_grad of the caller's {name}; likely cause: "
@@ -817,9 +1436,9 @@ def test_losses_leave_inputs_unchanged(label: str) -> None:
 @pytest.mark.parametrize("label", list(LOSS_CASES))
 def test_losses_accumulate_into_existing_grad(label: str) -> None:
     call, kind = LOSS_CASES[label]
-    logits, targets = _case_inputs(kind)
+    logits, targets, extra = _case_inputs(kind)
     fresh = logits.clone().requires_grad_()
-    call(fresh, targets).sum().backward()
+    call(fresh, targets, extra).sum().backward()
     assert fresh.grad is not None, (
         f"{label} gave logits no gradient; likely cause: the result is computed from detached logits or "
         f"under torch.no_grad()"
@@ -828,7 +1447,7 @@ def test_losses_accumulate_into_existing_grad(label: str) -> None:
     stale = torch.full_like(leaf, 0.125)
     leaf.grad = stale.clone()  # a gradient left over from an earlier backward, as in gradient accumulation
     held = leaf.grad
-    out = call(leaf, targets)
+    out = call(leaf, targets, extra)
     assert leaf.grad is held and torch.equal(leaf.grad, stale), (
         f"calling {label} changed logits.grad before any backward() (now "
         f"{None if leaf.grad is None else leaf.grad.tolist()}); likely cause: the loss zeroes or resets "
@@ -852,9 +1471,9 @@ def test_losses_follow_the_input_device_and_dtype(label: str) -> None:
     call(*_case_inputs(kind))  # real CPU tensors first: an unfinished loss reports "not started" here
     expected_shape = (4, 3) if "'none'" in label else ()
     for dtype in (torch.float64, torch.bfloat16):
-        logits, targets = _case_inputs(kind, dtype, "meta")
+        logits, targets, extra = _case_inputs(kind, dtype, "meta")
         try:
-            got = call(logits, targets)
+            got = call(logits, targets, extra)
         except Exception as exc:
             raise AssertionError(
                 f"{label} on {dtype} tensors on the meta device (shape and dtype, no data) raised "
@@ -872,73 +1491,4 @@ def test_losses_follow_the_input_device_and_dtype(label: str) -> None:
             f"{label} on {dtype} inputs should return a {dtype} tensor of shape {expected_shape}, got "
             f"{got.dtype} {tuple(got.shape)}; likely cause: a helper tensor or cast with a fixed dtype "
             f"(torch.zeros(...) is float32 by default; `.float()`) pulled the result to another dtype"
-        )
-
-
-# ---------------------------------------------------------------- loss_for
-
-
-def test_loss_for_returns_standard_modules() -> None:
-    expected = {
-        "multiclass": nn.CrossEntropyLoss,
-        "binary": nn.BCEWithLogitsLoss,
-        "regression": nn.MSELoss,
-        "robust_regression": nn.L1Loss,
-    }
-    for task, cls in expected.items():
-        got = kata.loss_for(task)
-        assert type(got) is cls, (
-            f"loss_for({task!r}) should return nn.{cls.__name__}, got {type(got).__name__}; likely cause: "
-            + (
-                "nn.BCELoss expects probabilities; a model emitting logits needs BCEWithLogitsLoss"
-                if task == "binary"
-                else "the wrong loss for this task (robust regression is L1, which grows linearly with "
-                "the error and so is less swayed by outliers than MSE)"
-            )
-        )
-        assert kata.loss_for(task) is not got, (
-            f"loss_for({task!r}) returned the same object twice; it should build a new module per call"
-        )
-
-
-def test_loss_for_default_settings() -> None:
-    x, classes = _logits_and_classes(5, 3, 2.0, 19)
-    binary_targets = torch.randint(0, 2, (5, 3)).float()
-    real_targets = torch.randn(5, 3)
-    checks = [
-        ("multiclass", nn.CrossEntropyLoss(), classes),
-        ("binary", nn.BCEWithLogitsLoss(), binary_targets),
-        ("regression", nn.MSELoss(), real_targets),
-        ("robust_regression", nn.L1Loss(), real_targets),
-    ]
-    for task, reference, targets in checks:
-        got = kata.loss_for(task)
-        assert_close(
-            got(x, targets),
-            reference(x, targets),
-            rtol=1e-6,
-            atol=1e-6,
-            what=f"loss_for({task!r}) applied to a batch vs nn.{type(reference).__name__}()",
-            likely_cause="a setting changed from torch's default (reduction, weight, pos_weight, "
-            "label_smoothing, ...): the contract asks for default settings",
-        )
-
-
-def test_loss_for_unknown_task_raises() -> None:
-    assert type(kata.loss_for("regression")) is nn.MSELoss, "loss_for('regression') should return nn.MSELoss"
-    for bad in ("classification", "Binary", "MULTICLASS", "mse", ""):
-        try:
-            result = kata.loss_for(bad)
-        except ValueError:
-            continue
-        except NotImplementedError:
-            raise
-        except Exception as exc:
-            raise AssertionError(
-                f"loss_for({bad!r}) raised {type(exc).__name__}({exc}), expected ValueError; likely cause: a "
-                f"dict lookup whose KeyError escapes"
-            ) from exc
-        raise AssertionError(
-            f"loss_for({bad!r}) returned {result!r}; expected ValueError (task names are exact and "
-            f"lower-case); likely cause: falling through without raising, or lower-casing the name"
         )
