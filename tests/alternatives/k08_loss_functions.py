@@ -6,29 +6,58 @@ import torch
 from torch import Tensor, nn
 
 REDUCTIONS = ("none", "mean", "sum")
-LOSS_TASKS = ("multiclass", "binary", "regression", "robust_regression")
 
 
-def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Hand-written log-sum-exp (detached row max) minus the target logit picked with `torch.where`."""
-    shift = logits.detach().amax(dim=1, keepdim=True)
-    lse = shift.squeeze(1) + torch.log(torch.exp(logits - shift).sum(dim=1))
-    classes = torch.arange(logits.shape[1], device=logits.device)
-    is_target = classes.unsqueeze(0) == targets.unsqueeze(1)
-    picked = torch.where(is_target, logits, torch.zeros((), dtype=logits.dtype, device=logits.device)).sum(1)
-    return (lse - picked).mean()
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulate 16-bit floats in float32; keep wider dtypes as they are."""
+    return torch.float32 if torch.finfo(dtype).bits < 32 else dtype
+
+
+def cross_entropy(
+    logits: Tensor,
+    targets: Tensor,
+    *,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """Classes moved to the last dim and flattened to (M, C); detached-max log-sum-exp; one-hot by comparison
+    with `arange` (never indexing with a target), class weights picked and summed with matrix-vector products.
+    """
+    acc = _compute_dtype(logits.dtype)
+    n_classes = logits.shape[1]
+    z = logits.to(acc).movedim(1, -1).reshape(-1, n_classes)  # (M, C), one row per target position
+    y = targets.reshape(-1)
+    shift = z.detach().amax(dim=-1, keepdim=True)
+    neg_logp = shift + torch.log(torch.exp(z - shift).sum(dim=-1, keepdim=True)) - z  # -log p, (M, C)
+    counts = (y != ignore_index).to(acc)  # 1 for targets that count, 0 for ignored ones
+    one_hot = (y.unsqueeze(-1) == torch.arange(n_classes, device=y.device)) & (counts.unsqueeze(-1) > 0)
+    zero = torch.zeros((), dtype=acc, device=z.device)
+    nll = torch.where(one_hot, neg_logp, zero).sum(dim=-1)  # (M,), 0 for ignored targets
+    w = torch.ones(n_classes, dtype=acc, device=z.device) if weight is None else weight.to(acc)
+    w_target = one_hot.to(acc) @ w  # w[y_k] for targets that count, 0 otherwise
+    numerator = (1.0 - label_smoothing) * (w_target * nll).sum()
+    if label_smoothing != 0.0:
+        uniform = (neg_logp @ w) * counts  # sum_c w[c] * -log p_k[c], only where the target counts
+        numerator = numerator + (label_smoothing / n_classes) * uniform.sum()
+    return (numerator / w_target.sum()).to(logits.dtype)
 
 
 def _softplus(x: Tensor) -> Tensor:
-    """log(1 + exp(x)) as `torch.logaddexp(0, x)`, exact for large |x|."""
+    """log(1 + exp(x)) as `torch.logaddexp(0, x)`, exact for large |x| and smooth at 0."""
     return torch.logaddexp(torch.zeros((), dtype=x.dtype, device=x.device), x)
 
 
-def bce_with_logits(logits: Tensor, targets: Tensor) -> Tensor:
-    """t * softplus(-x) + (1 - t) * softplus(x): both terms non-negative, so no cancellation."""
-    t = targets.to(logits.dtype)
-    per_element = t * _softplus(-logits) + (1 - t) * _softplus(logits)
-    return per_element.mean()
+def bce_with_logits(logits: Tensor, targets: Tensor, *, pos_weight: Tensor | None = None) -> Tensor:
+    """pos_weight * t * softplus(-x) + (1 - t) * softplus(x): both terms non-negative, so no cancellation."""
+    acc = _compute_dtype(logits.dtype)
+    x = logits.to(acc)
+    t = targets.to(acc)
+    positive = t * _softplus(-x)
+    if pos_weight is not None:
+        positive = pos_weight.to(acc) * positive
+    per_element = positive + (1 - t) * _softplus(x)
+    return per_element.mean().to(logits.dtype)
 
 
 def focal_loss(
@@ -73,16 +102,3 @@ class FocalLoss(nn.Module):
     def extra_repr(self) -> str:
         """Show the settings in `repr`."""
         return f"gamma={self.gamma}, alpha={self.alpha}, reduction={self.reduction!r}"
-
-
-def loss_for(task: str) -> nn.Module:
-    """Look the task up in a table of loss classes and instantiate a fresh one."""
-    table: dict[str, type[nn.Module]] = {
-        "multiclass": nn.CrossEntropyLoss,
-        "binary": nn.BCEWithLogitsLoss,
-        "regression": nn.MSELoss,
-        "robust_regression": nn.L1Loss,
-    }
-    if not isinstance(task, str) or task not in table:
-        raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(LOSS_TASKS)}")
-    return table[task]()
