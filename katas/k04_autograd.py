@@ -86,26 +86,27 @@ from torch import Tensor, nn
 
 
 def derivative(f: Callable[[Tensor], Tensor], x: float) -> float:
-    """df/dx at the point `x`, computed by autograd (not by finite differences).
+    """df/dx at the point `x`, exact up to float64 rounding (autograd's answer, not a finite difference).
 
-    `f` is called with a 0-dim `torch.float64` tensor holding `x` and returns a 0-dim tensor (a scalar
-    function of one variable). Returns a Python `float` with float64 accuracy (the exact derivative up to
-    float64 rounding, far tighter than any finite-difference estimate). When `f`'s output does not depend on
-    its input (for example `f` returns a constant tensor, which has no `grad_fn`, or a value computed only
-    from other tensors), the derivative is `0.0`, not an error. No `.grad` field is left behind on anything
-    `f` uses.
+    `f` is a scalar function of one variable: it is called with a 0-dim `torch.float64` tensor holding `x`
+    and returns a 0-dim tensor. Returns exactly a Python `float` (not a tensor, an int or a NumPy float),
+    within about 1e-12 relative of the true derivative, far tighter than any finite-difference estimate.
+    When `f`'s output does not depend on its input (for example `f` returns a constant tensor, which has no
+    `grad_fn`, or a value computed only from other tensors, which may require grad), the derivative is
+    `0.0`, not an error. No `.grad` field is created or changed on anything `f` uses (a tensor `w` that
+    requires grad and appears in `f` still has `w.grad is None` afterwards).
     """
     raise NotImplementedError  # TODO: replace this line with your implementation
 
 
 def second_derivative(f: Callable[[Tensor], Tensor], x: float) -> float:
-    """d2f/dx2 at the point `x`, computed by autograd: differentiate the derivative.
+    """d2f/dx2 at the point `x`, exact up to float64 rounding (autograd's answer, not a finite difference).
 
-    Same calling convention as `derivative`: `f` is called with a 0-dim `torch.float64` tensor holding `x`
-    and returns a 0-dim tensor. Returns a Python `float` with float64 accuracy. When the first derivative does
-    not depend on the input (f constant or linear, e.g. `3 * t + 1`, or `w * t` for a tensor `w` that
-    requires grad), the second derivative is `0.0` - no error. No `.grad` field is left behind on anything
-    `f` uses.
+    Same calling convention, return type and accuracy as `derivative`: `f` is called with a 0-dim
+    `torch.float64` tensor holding `x` and returns a 0-dim tensor; the result is exactly a Python `float`.
+    When the first derivative does not depend on the input (f constant or linear, e.g. `3 * t + 1`, or
+    `w * t` for a tensor `w` that requires grad), the second derivative is `0.0` - no error. No `.grad`
+    field is created or changed on anything `f` uses.
     """
     raise NotImplementedError  # TODO: replace this line with your implementation
 
@@ -113,12 +114,13 @@ def second_derivative(f: Callable[[Tensor], Tensor], x: float) -> float:
 def parameter_grads(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
     """The gradient of the mean squared error between `model(x)` and `y`, for every trainable parameter.
 
-    The loss is the mean over ALL elements of `(model(x) - y) ** 2` (`torch.nn.functional.mse_loss` with
-    its default reduction); `y` has the shape of `model(x)`. Returns a dict with one entry per parameter
-    that requires grad, keyed by its name in `model.named_parameters()` (e.g. `"0.weight"`); parameters
-    with `requires_grad == False` are left out. Each value is a tensor like the parameter (shape, dtype,
-    device) holding d loss / d parameter; a parameter the loss does not depend on gets a tensor of zeros
-    (not `None`).
+    The loss is the mean over ALL elements of `(model(x) - y) ** 2`: it equals
+    `torch.nn.functional.mse_loss(model(x), y)` (the default reduction), and `y` has the shape of
+    `model(x)`. Returns a dict with one entry per parameter that requires grad, keyed by its name as
+    `model.named_parameters()` gives it (e.g. `"0.weight"`); parameters with `requires_grad == False` are
+    left out. Each value is a tensor like the parameter (shape, dtype, device, any device including `meta`)
+    holding d loss / d parameter, exact up to rounding; a parameter the loss does not depend on gets a
+    tensor of zeros (not `None`).
 
     The `.grad` field of every parameter is exactly as it was before the call: `None` stays `None`, and an
     existing gradient keeps its values (nothing is added to it, nothing is zeroed or reset). The returned
@@ -130,14 +132,15 @@ def parameter_grads(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]
 
 
 def predict_no_grad(model: nn.Module, x: Tensor) -> Tensor:
-    """`model(x)` computed with autograd recording switched off for the whole forward pass.
+    """`model(x)`, computed without recording any autograd graph.
 
-    The forward pass runs with gradient recording disabled (so no graph is built, not built and then thrown
-    away), and the result has `requires_grad == False` and `grad_fn is None`, even when `x` or the model's
-    parameters require grad. Grad mode is restored afterwards to what it was before the call (so it stays off
-    when the caller was already inside `torch.no_grad()`), also if the model raises. The model's train/eval
-    mode is left as it is (this is not `model.eval()`), and `x` and the parameters are not modified: their
-    values and `requires_grad` flags are as before.
+    `model`'s forward runs once, with gradient recording off for all of it (`torch.is_grad_enabled()` is
+    False inside it), so no graph is built - not built and then thrown away. The result equals `model(x)`
+    and has `requires_grad == False` and `grad_fn is None`, even when `x` or the model's parameters require
+    grad. Grad mode afterwards is what it was before the call (still off when the caller was already inside
+    `torch.no_grad()`), also when the model raises (the exception propagates unchanged). The model's
+    train/eval mode is left as it is (this is not `model.eval()`), and `x` and the parameters are not
+    modified: their values and `requires_grad` flags are as before.
     """
     raise NotImplementedError  # TODO: replace this line with your implementation
 
@@ -145,9 +148,10 @@ def predict_no_grad(model: nn.Module, x: Tensor) -> Tensor:
 def stop_gradient_sum(a: Tensor, b: Tensor) -> Tensor:
     """`a + b` (with the usual broadcasting) whose gradient flows to `a` but not to `b`.
 
-    The value is `a + b`. Backpropagating through the result gives `a` (and whatever `a` was computed from)
-    its normal gradient, and gives `b` (and whatever `b` was computed from) none: no gradient, or a zero one.
-    `a` and `b` are not modified: `b` still requires grad afterwards if it did, and stays part of its own
+    The value is `a + b`, a new tensor of the broadcast shape. Backpropagating through the result gives `a`
+    (and whatever `a` was computed from) its normal gradient - the result requires grad whenever `a` does -
+    and gives `b` (and whatever `b` was computed from) none: no gradient, or a zero one. `a` and `b` are not
+    modified: their values stay, `b` still requires grad afterwards if it did, and stays part of its own
     graph for any other use.
     """
     raise NotImplementedError  # TODO: replace this line with your implementation
@@ -156,32 +160,37 @@ def stop_gradient_sum(a: Tensor, b: Tensor) -> Tensor:
 class SiLU(torch.autograd.Function):
     """SiLU (a.k.a. swish), `x * sigmoid(x)`, as a custom autograd Function with a hand-written backward.
 
-    Use it through `SiLU.apply(x)` (or `silu(x)` below); calling `forward` directly bypasses autograd.
+    Applied through autograd, it matches `torch.nn.functional.silu` in value and in gradient, up to
+    rounding.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
-        """Return `x * sigmoid(x)`: a tensor like `x` (shape, dtype, device), elementwise.
+        """Return SiLU of `x`, elementwise: a tensor like `x` (shape, dtype, device; `meta` included).
 
-        `x` itself is not modified. Save on `ctx` what `backward` will need: every tensor through
-        `ctx.save_for_backward(...)`, none kept as an attribute of `ctx` (non-tensors such as a shape may be).
+        `x` itself is not modified (values and `requires_grad`). What `backward` needs is saved on `ctx`:
+        at least one tensor (SiLU's derivative depends on `x`), and every saved tensor goes through
+        `ctx.save_for_backward(...)`; no tensor is kept as an attribute of `ctx`, directly or inside a list,
+        tuple or dict (non-tensors, such as a shape or a flag, may be).
         """
         raise NotImplementedError  # TODO: replace this line with your implementation
 
     @staticmethod
     def backward(ctx, grad_output: Tensor) -> Tensor:
-        """Return `grad_output` times the derivative of SiLU at the saved input, elementwise.
+        """The gradient with respect to forward's input `x`, given `grad_output` (that w.r.t. its result).
 
-        With `s = sigmoid(x)`, d/dx [x * s] = `s * (1 + x * (1 - s))`. Written by hand from tensor operations:
-        no `torch.autograd.grad`, no `.backward()`, no `torch.func`, no built-in silu or its backward
-        (`torch.nn.functional.silu`, `torch.ops.aten.silu_backward`). The result is like `grad_output`, exact
-        up to rounding (it passes `torch.autograd.gradcheck` in float64), and finite for every finite input,
-        including large ones like -1000 or 1000 (no overflowing `exp`).
+        Exact up to rounding: the gradient autograd gives for `torch.nn.functional.silu` (it passes
+        `torch.autograd.gradcheck` in float64), shaped like `grad_output`, with its dtype and device (`meta`
+        included). Finite for every finite input, including large ones like -1000 or 1000. Written by hand
+        from tensor operations: no `torch.autograd.grad`, no `.backward()`, no `torch.func`, no built-in
+        silu or its backward (`torch.nn.functional.silu`, `torch.ops.aten.silu_backward`); the grader
+        records the calls.
         """
         raise NotImplementedError  # TODO: replace this line with your implementation
 
 
 def silu(x: Tensor) -> Tensor:
-    """`SiLU` applied to `x` through autograd: the value `x * sigmoid(x)`, and when `x` requires grad the
-    result's `grad_fn` belongs to `SiLU` (so its hand-written backward is the one that runs)."""
+    """SiLU of `x` through the `SiLU` Function above: the value `x * sigmoid(x)`, like `x`, and when `x`
+    requires grad the result's `grad_fn` is a `SiLU` node, so its hand-written backward is the one that
+    runs."""
     raise NotImplementedError  # TODO: replace this line with your implementation

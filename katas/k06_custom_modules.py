@@ -91,9 +91,13 @@ class CustomNetwork(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Map `x` of shape `(N, input_size)` to `(N, output_size)`.
 
-        Computes `fc2(dropout(relu(bn1(fc1(x)))))`, in that order, through the layers stored on `self`, so
-        that `.train()` / `.eval()` switch the behaviour of `bn1` (batch statistics and updated running
-        statistics in training; running statistics in eval) and of `dropout` (active only in training).
+        The output is `fc2(dropout(relu(bn1(fc1(x)))))`, where each of `fc1`, `bn1`, `dropout` and `fc2`
+        is the very layer stored under that name, called once per forward, in that order (replace one with
+        an instance of a subclass of its type and that instance runs). So `.train()` / `.eval()` decide the
+        behaviour: in training `bn1` normalises with the batch statistics and updates its running
+        statistics, and `dropout` drops; in eval `bn1` uses its running statistics and changes nothing (each
+        row's output is independent of the rest of the batch, and a batch of one works), and `dropout` is
+        the identity. Works on whatever device the network was moved to (`meta` included), output there too.
         """
         raise NotImplementedError  # TODO: replace this line with your implementation
 
@@ -102,17 +106,18 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Return the number of scalar parameter values in `model` and all its submodules.
 
     Every registered parameter counts, whatever module holds it: a built-in layer, a subclass of one, a
-    custom module with its own `nn.Parameter` attributes (the model itself included), an `nn.ParameterList`.
-    A `Linear(3, 4)` has 3 * 4 + 4 = 16. Buffers (e.g. BatchNorm's running statistics) are not parameters
-    and are not counted. A parameter shared by several submodules (the same `nn.Parameter` object reached
-    under two names) is counted once, as `model.parameters()` yields it once.
+    custom module with its own `nn.Parameter` attributes (the model itself included), an `nn.ParameterList`
+    or `nn.ModuleDict`. A `Linear(3, 4)` has 3 * 4 + 4 = 16. Buffers (e.g. BatchNorm's running statistics)
+    are not parameters and are not counted. A parameter shared by several submodules (the same
+    `nn.Parameter` object reached under two names) is counted once. The model is not changed
+    (`requires_grad` flags included).
 
     Args:
         model: any module.
         trainable_only: if True, count only parameters with `requires_grad=True`.
 
     Returns:
-        A Python `int`.
+        Exactly a Python `int` (0 for a module without parameters).
     """
     raise NotImplementedError  # TODO: replace this line with your implementation
 
@@ -130,14 +135,17 @@ class Ensemble(nn.Module):
         raise NotImplementedError  # TODO: replace this line with your implementation
 
     def forward(self, x: Tensor) -> Tensor:
-        """Return the element-wise mean of `member(x)` over the members (shaped like one member's output)."""
+        """The element-wise mean of `member(x)` over the members, shaped like one member's output.
+
+        Works on whatever device the ensemble was moved to (`meta` included), with the output there too.
+        """
         raise NotImplementedError  # TODO: replace this line with your implementation
 
 
 class RunningMean(nn.Module):
     """Tracks the mean of every row seen in training, and centres its input with it.
 
-    Buffers (registered with `register_buffer`; they are not parameters):
+    Buffers (listed by `named_buffers()` under exactly these names; not parameters):
         mean: float32 tensor of shape `(features,)`, initially zeros - the mean of all rows seen so far.
         count: int64 scalar tensor (shape `()`), initially 0 - the number of rows seen so far.
     Being buffers, both are in `state_dict()`, move with `.to(...)`, and are not in `parameters()`. A dtype
@@ -153,17 +161,19 @@ class RunningMean(nn.Module):
 
         Args:
             x: tensor of shape `(batch, features)` with `batch >= 1`, with the dtype and device of `mean`
-                (float32 unless the module was cast, e.g. float64 after `.double()`). `x` is not modified.
+                (float32 unless the module was cast, e.g. float64 after `.double()`; any device, `meta`
+                included). `x` is not modified.
 
-        In training mode (`self.training`), first folds the rows of `x` into the statistics: afterwards
+        In training mode (`self.training`), the rows of `x` are folded into the statistics: afterwards
         `mean` is the mean over every row passed in training so far (all batches together, each row weighted
-        equally, whatever the batch sizes; exact up to float32 rounding) and `count` has grown by `batch`
-        (and is still int64). The update is not recorded by autograd: no graph is built for it (not
-        even one detached afterwards), and the buffers never require grad, even when `x` does.
+        equally, whatever the batch sizes; exact up to float32 rounding, also after `.double()`) and `count`
+        has grown by `batch` (and is still int64). The update is not recorded by autograd: no graph is built
+        for it (not even one detached afterwards), and the buffers never require grad, even when `x` does.
         In eval mode nothing is changed.
 
         Returns:
-            `x - mean`, using the mean after any update; shape `(batch, features)`.
+            `x - mean`, using the mean after any update: a new tensor (never `x` itself) of shape
+            `(batch, features)` on `x`'s device, differentiable with respect to `x` when `x` requires grad.
         """
         raise NotImplementedError  # TODO: replace this line with your implementation
 

@@ -82,16 +82,18 @@ from torch import Tensor
 def tensor_info(t: Tensor) -> dict:
     """The basic facts about `t`, as a plain dict with exactly these six keys.
 
-    - `"shape"`: `t`'s shape as a tuple of ints (a `torch.Size` counts; `()` for a 0-dim tensor);
-    - `"dtype"`: the `torch.dtype` of `t` (the dtype object, not a string);
-    - `"device"`: `str(t.device)`, a plain `str`, e.g. `"cpu"`, `"cuda:0"` (with the index), `"meta"`;
-    - `"requires_grad"`: a bool, whether autograd tracks `t` (True also for results computed from such a
-      tensor);
-    - `"ndim"`: the number of dimensions, an int (0 for a 0-dim tensor);
-    - `"numel"`: the number of elements, an int (the product of the shape; 1 for a 0-dim tensor, 0 when any
-      dimension is 0).
+    - `"shape"`: the shape as a tuple of ints (a `torch.Size` counts; `()` for a 0-dim tensor);
+    - `"dtype"`: the element type as a `torch.dtype` object (not a string, not a NumPy dtype);
+    - `"device"`: the device as a plain `str`, spelt as torch prints devices, with the index when there is
+      one: `"cpu"`, `"cuda:0"` (never just `"cuda"`), `"meta"`;
+    - `"requires_grad"`: a `bool` (exactly), whether autograd tracks `t`: True for a leaf created with
+      `requires_grad=True` and for a result computed from one, False for a plain or detached tensor;
+    - `"ndim"`: the number of dimensions, a Python `int` (0 for a 0-dim tensor);
+    - `"numel"`: the number of elements, a Python `int` (the product of the shape: 1 for a 0-dim tensor, 0
+      when any dimension is 0).
 
-    Works for any dtype and device (including `meta`) and does not change `t`.
+    Works for any dtype and any device (`meta` included) and does not change `t`: its values,
+    `requires_grad` and `grad_fn` stay as they were.
     """
     return {
         "shape": tuple(t.shape),
@@ -143,11 +145,12 @@ def flatten_batch(x: Tensor) -> Tensor:
 def pairwise_sq_dists(a: Tensor, b: Tensor) -> Tensor:
     """All squared Euclidean distances between the rows of `a` and the rows of `b`.
 
-    `a` has shape `(N, D)`, `b` has shape `(M, D)`, same floating dtype and device. Returns an `(N, M)`
-    tensor with `out[i, j] = sum_k (a[i, k] - b[j, k]) ** 2`, computed by broadcasting: no Python loops, so
-    the number of torch operations you run must not grow with N or M. Every entry is `>= 0` (an identical
-    pair of rows gives 0, never a tiny negative number from rounding). The result has the dtype and device of
-    the inputs. `a` and `b` are not modified (shape, strides and values).
+    `a` has shape `(N, D)` and `b` shape `(M, D)`, with the same floating dtype (float32 or float64) and
+    device. Returns an `(N, M)` tensor of that dtype on that device with
+    `out[i, j] = sum_k (a[i, k] - b[j, k]) ** 2`, i.e. `torch.cdist(a, b) ** 2`, up to rounding at the scale
+    of `|a[i]|^2 + |b[j]|^2`. Every entry is `>= 0`: an identical pair of rows gives 0, never a tiny
+    negative number from rounding. Vectorised: the number of torch calls made must not grow with N or M
+    (no Python loop over rows). `a` and `b` are not modified (shape, strides and values).
     """
     diff = a[:, None, :] - b[None, :, :]
     return (diff * diff).sum(dim=-1)
