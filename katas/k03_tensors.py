@@ -142,6 +142,7 @@ def pairwise_sq_dists(a: Tensor, b: Tensor) -> Tensor:
     `out[i, j] = sum_k (a[i, k] - b[j, k]) ** 2`, i.e. `torch.cdist(a, b) ** 2`, up to rounding at the scale
     of `|a[i]|^2 + |b[j]|^2`. Every entry is `>= 0`: an identical pair of rows gives 0, never a tiny
     negative number from rounding. Vectorised: the number of torch calls made must not grow with N or M
-    (no Python loop over rows). `a` and `b` are not modified (shape, strides and values).
+    (no Python loop over rows). Written with tensor arithmetic: `torch.cdist` and `torch.nn.functional`'s
+    distance functions may not be called. `a` and `b` are not modified (shape, strides and values).
     """
     raise NotImplementedError  # TODO: replace this line with your implementation

@@ -507,6 +507,17 @@ def test_pairwise_sq_dists_never_negative() -> None:
     )
 
 
+def test_pairwise_sq_dists_is_written_not_looked_up() -> None:
+    a, b = torch.randn(4, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    with record_torch_calls() as calls:
+        kata.pairwise_sq_dists(a, b)
+    looked_up = sorted({c for c in calls if "cdist" in c or "pdist" in c or "pairwise_distance" in c})
+    assert not looked_up, (
+        f"pairwise_sq_dists called {looked_up}: the task is to write the distance with broadcasting "
+        "(a[:, None, :] - b[None, :, :]) or the |a|^2 - 2ab + |b|^2 expansion, not to call torch's own"
+    )
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_pairwise_sq_dists_keeps_dtype(dtype: torch.dtype) -> None:
     got = kata.pairwise_sq_dists(torch.randn(4, 3, dtype=dtype), torch.randn(2, 3, dtype=dtype))
