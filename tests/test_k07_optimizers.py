@@ -1,18 +1,30 @@
-"""Grader for k07_optimizers: make_optimizer, train_step, train and a hand-written MomentumSGD.
+"""Grader for k07_optimizers: train_step, train, param_groups, warmup_cosine, clip_grad_norm,
+accumulated_step and a hand-written MomentumSGD.
 
-Oracles: torch's own optimizer classes and their default settings, plain gradient descent written out here
-with `torch.autograd.grad`, torch's own optimizers driven by the textbook loop, and `torch.optim.SGD`
+Oracles: plain gradient descent written out here with `torch.autograd.grad`; torch's own optimizers
+driven by the textbook loop (and, for accumulated_step, on the concatenated big batch, clipped by
+`torch.nn.utils.clip_grad_norm_`); the expected group of every parameter of a model built to fool
+name- and shape-based rules, and AdamW's own decay; torch's `SequentialLR(LinearLR, CosineAnnealingLR)`
+and the float64 schedule formula; float64 norms and `clip_grad_norm_` for clipping; `torch.optim.SGD`
 trajectories for MomentumSGD. Tolerances: rtol 1e-5 / atol 1e-6 for float32 runs of a few steps (the same
-updates in a different operation order differ by a few float32 ulps per step), rtol 1e-10 for float64.
+updates in a different operation order differ by a few float32 ulps per step), rtol 1e-10 for float64
+runs, 1e-9 for learning rates (torch's cosine is computed recursively and drifts by a few ulps per step).
 
-What only a GPU can check: `train_step` on CUDA (a `.numpy()` without `.cpu()`) runs in the `cuda` case of
-the `device` fixture. MomentumSGD's state device is checked on CPU machines through the `meta` device.
+What only a GPU can check: `train_step`, `clip_grad_norm` and `accumulated_step` on CUDA (a `.numpy()`
+without `.cpu()`, a tensor built on the CPU) run in the `cuda` case of the `device` fixture. On a CPU,
+MomentumSGD's state device and clip_grad_norm's device, dtype and "no value read back to the host" are
+checked on the `meta` device.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
+import os
+import sys
 import types
+import warnings
 
 import pytest
 import torch
@@ -23,24 +35,6 @@ from kata_harness import load_kata
 from kata_harness.testing import assert_close
 
 kata = load_kata("k07_optimizers")
-
-NAMES = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
-
-
-def _expected_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    """What make_optimizer(name, params, lr) must be equivalent to, built straight from torch."""
-    builders = {
-        "sgd": lambda: torch.optim.SGD(params, lr=lr, momentum=0.9),
-        "adam": lambda: torch.optim.Adam(params, lr=lr),
-        "adamw": lambda: torch.optim.AdamW(params, lr=lr, weight_decay=0.01),
-        "rmsprop": lambda: torch.optim.RMSprop(params, lr=lr),
-        "adagrad": lambda: torch.optim.Adagrad(params, lr=lr),
-    }
-    return builders[name]()
-
-
-def _settings(optimizer: torch.optim.Optimizer) -> list[dict]:
-    return [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
 
 
 def _mse(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -76,115 +70,6 @@ def _tiny_model() -> nn.Module:
 
 def _batch(n: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(n, 3).to(device), torch.randn(n, 2).to(device)
-
-
-# ---------------------------------------------------------------- make_optimizer
-
-
-def test_make_optimizer_exact_classes() -> None:
-    expected = {
-        "sgd": torch.optim.SGD,
-        "adam": torch.optim.Adam,
-        "adamw": torch.optim.AdamW,
-        "rmsprop": torch.optim.RMSprop,
-        "adagrad": torch.optim.Adagrad,
-    }
-    for name, cls in expected.items():
-        opt = kata.make_optimizer(name, _tiny_model().parameters(), 0.01)
-        assert type(opt) is cls, (
-            f"make_optimizer({name!r}, ...) should return exactly torch.optim.{cls.__name__}, got "
-            f"{type(opt).__module__}.{type(opt).__qualname__}; likely cause: the wrong class for this name "
-            f"(an isinstance check is not enough: AdamW subclasses Adam, so Adam is not AdamW)"
-        )
-
-
-def test_make_optimizer_settings() -> None:
-    lr = 0.0123
-    for name in NAMES:
-        model = _tiny_model()
-        opt = kata.make_optimizer(name, model.parameters(), lr)
-        reference = _expected_optimizer(name, _tiny_model().parameters(), lr)
-        assert len(opt.param_groups) == 1, f"{name!r}: expected one param group, got {len(opt.param_groups)}"
-        got, want = _settings(opt), _settings(reference)
-        diff = {k: (got[0].get(k), v) for k, v in want[0].items() if got[0].get(k) != v}
-        assert not diff, (
-            f"make_optimizer({name!r}, params, lr={lr}): settings differ from the spec's (setting: (got, "
-            f"expected)) {diff}; likely cause: lr not passed on, SGD without momentum=0.9, AdamW without "
-            f"weight_decay=0.01, or an extra setting changed from torch's default"
-        )
-        held = opt.param_groups[0]["params"]
-        given = list(model.parameters())
-        assert len(held) == len(given) and all(a is b for a, b in zip(held, given, strict=True)), (
-            f"{name!r}: the optimizer should hold exactly the parameters passed in, in order; likely cause: "
-            f"the optimizer was built over different tensors (copies, or another model's parameters)"
-        )
-
-
-def test_make_optimizer_accepts_param_group_dicts() -> None:
-    lr = 0.02
-    for name in NAMES:
-        w, b = _tiny_model().parameters()
-        groups = [{"params": [w], "lr": 0.5}, {"params": [b]}]
-        try:
-            opt = kata.make_optimizer(name, groups, lr)
-        except NotImplementedError:
-            raise
-        except Exception as exc:
-            raise AssertionError(
-                f"make_optimizer({name!r}, [{{'params': [w], 'lr': 0.5}}, {{'params': [b]}}], lr={lr}) "
-                f"raised {type(exc).__name__}: {exc}; params may be a list of param-group dicts and must be "
-                f"handed to the optimizer as is; likely cause: params filtered or unpacked as tensors "
-                f"(p.requires_grad on a dict) or wrapped into a group of its own"
-            ) from None
-        reference = _expected_optimizer(name, [{"params": [w], "lr": 0.5}, {"params": [b]}], lr)
-        got, want = _settings(opt), _settings(reference)
-        assert got == want, (
-            f"make_optimizer({name!r}, two param-group dicts, lr={lr}): expected the groups' settings "
-            f"{want}, got {got}; likely cause: params not handed over as is (a group's own lr=0.5 must "
-            f"survive, the other group takes lr={lr})"
-        )
-        held = [group["params"] for group in opt.param_groups]
-        assert len(held) == 2 and held[0][0] is w and held[1][0] is b, (
-            f"make_optimizer({name!r}, two param-group dicts, ...) should keep the two groups, [w] then [b]; "
-            f"likely cause: the groups were merged or rebuilt from copies"
-        )
-
-
-def test_make_optimizer_case_insensitive() -> None:
-    for spelled, cls in [
-        ("SGD", torch.optim.SGD),
-        ("Adam", torch.optim.Adam),
-        ("AdamW", torch.optim.AdamW),
-        ("RMSprop", torch.optim.RMSprop),
-        ("ADAGRAD", torch.optim.Adagrad),
-    ]:
-        try:
-            opt = kata.make_optimizer(spelled, _tiny_model().parameters(), 0.01)
-        except ValueError as exc:
-            raise AssertionError(
-                f"make_optimizer({spelled!r}, ...) raised ValueError({exc}); names are case-insensitive, "
-                f"so it should return torch.optim.{cls.__name__}; likely cause: the name is compared "
-                f"without .lower()"
-            ) from None
-        assert type(opt) is cls, (
-            f"make_optimizer({spelled!r}, ...) should return torch.optim.{cls.__name__}, "
-            f"got {type(opt).__name__}"
-        )
-
-
-def test_make_optimizer_unknown_name_raises() -> None:
-    opt = kata.make_optimizer("adam", _tiny_model().parameters(), 0.01)
-    assert type(opt) is torch.optim.Adam, f"make_optimizer('adam', ...) should build Adam, got {type(opt)}"
-    for bad in ("adamax", "lbfgs", "sgd_momentum", ""):
-        with pytest.raises(ValueError) as info:
-            kata.make_optimizer(bad, _tiny_model().parameters(), 0.01)
-        message = str(info.value).lower()
-        missing = [n for n in NAMES if n not in message]
-        assert not missing, (
-            f"make_optimizer({bad!r}, ...) raised ValueError({str(info.value)!r}), but the message should "
-            f"list all five allowed names; missing {missing}. A good error tells the caller what would "
-            f"have worked."
-        )
 
 
 # ---------------------------------------------------------------- train_step
@@ -416,6 +301,916 @@ def test_train_returns_mean_batch_loss_per_epoch() -> None:
     )
 
 
+# ---------------------------------------------------------------- param_groups
+
+
+class _ScaledLayerNorm(nn.LayerNorm):
+    """A LayerNorm subclass: still a norm layer."""
+
+
+class _Tower(nn.Module):
+    """Every kind of parameter param_groups must place, under names chosen to fool name-based rules."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)  # a 2-D table: decays
+        self.norm_proj = nn.Linear(4, 4)  # "norm" in its name, but a Linear: its weight decays
+        self.final = _ScaledLayerNorm(4)  # a norm layer (a subclass) under a name without "norm"
+        self.body = nn.Sequential(
+            nn.Conv1d(4, 4, 3, padding=1),  # a 3-D kernel: decays; its bias does not
+            nn.BatchNorm1d(4),
+            nn.GroupNorm(2, 4),
+            nn.InstanceNorm1d(4, affine=True),
+        )
+        self.rms = nn.RMSNorm(4)  # one weight, no bias
+        self.scale = nn.Parameter(torch.ones(4))  # a custom 1-D parameter of a plain module: decays
+        self.temperature = nn.Parameter(torch.tensor(1.0))  # a custom 0-D parameter: decays
+        self.head = nn.Linear(4, 10, bias=False)
+        self.head.weight = self.embed.weight  # tied: one parameter registered on two modules
+        self.frozen = nn.Linear(4, 4)  # frozen: in no group
+        self.frozen.requires_grad_(False)
+        self.half_frozen = nn.LayerNorm(4)
+        self.half_frozen.weight.requires_grad_(False)  # a frozen gain (in no group); its bias trains
+
+
+# For every trainable parameter of _Tower (named as named_parameters() lists it): decayed or not, and why.
+TOWER_EXPECTED = {
+    "embed.weight": (True, "an embedding table (tied with head.weight): decayed like any weight"),
+    "norm_proj.weight": (True, "the weight of a Linear that merely has 'norm' in its name"),
+    "norm_proj.bias": (False, "a bias"),
+    "final.weight": (False, "the gain of a LayerNorm subclass stored as `final`"),
+    "final.bias": (False, "a bias (of a LayerNorm subclass)"),
+    "body.0.weight": (True, "a Conv1d kernel"),
+    "body.0.bias": (False, "a bias"),
+    "body.1.weight": (False, "a BatchNorm1d gain"),
+    "body.1.bias": (False, "a bias (of a BatchNorm1d)"),
+    "body.2.weight": (False, "a GroupNorm gain"),
+    "body.2.bias": (False, "a bias (of a GroupNorm)"),
+    "body.3.weight": (False, "an InstanceNorm1d gain"),
+    "body.3.bias": (False, "a bias (of an InstanceNorm1d)"),
+    "rms.weight": (False, "an RMSNorm gain"),
+    "scale": (True, "a custom 1-D parameter of a plain module"),
+    "temperature": (True, "a custom 0-D parameter of a plain module"),
+    "half_frozen.bias": (False, "a bias (of a LayerNorm whose gain is frozen)"),
+}
+
+
+def _call_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    groups = _explain_crash(
+        lambda: kata.param_groups(model, weight_decay),
+        f"param_groups({type(model).__name__}(...), {weight_decay})",
+        "a module or parameter the code did not expect: a frozen parameter, a tied weight, a norm layer "
+        "without bias, or a 0-D parameter",
+    )
+    assert isinstance(groups, list) and all(isinstance(g, dict) for g in groups), (
+        f"param_groups should return a list of dicts, got {type(groups).__name__}: {groups!r:.200}"
+    )
+    for i, group in enumerate(groups):
+        assert set(group) == {"params", "weight_decay"}, (
+            f"param_groups: group {i} has the keys {sorted(group)}; each group must have exactly 'params' "
+            f"and 'weight_decay' (a group without its own 'weight_decay' silently takes the optimizer's "
+            f"default, 0.01 for AdamW; any other key, such as 'lr', overrides what the caller passes)"
+        )
+        assert isinstance(group["params"], list) and all(
+            isinstance(p, torch.Tensor) for p in group["params"]
+        ), (
+            f"param_groups: group {i}'s 'params' should be a list of tensors, got "
+            f"{type(group['params']).__name__}; likely cause: a generator or filter object, which is used "
+            f"up the first time anything iterates over it"
+        )
+        assert type(group["weight_decay"]) is float, (
+            f"param_groups: group {i}'s 'weight_decay' should be a float, got "
+            f"{type(group['weight_decay']).__name__} ({group['weight_decay']!r})"
+        )
+    return groups
+
+
+def _placement(model: nn.Module, groups: list[dict]) -> dict[str, list[float]]:
+    """For each named parameter, the weight decays of the groups it appears in (by identity)."""
+    where: dict[int, list[float]] = {}
+    for group in groups:
+        for p in group["params"]:
+            where.setdefault(id(p), []).append(group["weight_decay"])
+    return {name: where.pop(id(p), []) for name, p in model.named_parameters()} | (
+        {"<tensors that are not the model's parameters>": [0.0] * len(where)} if where else {}
+    )
+
+
+def test_param_groups_are_groups_adamw_accepts() -> None:
+    model = _Tower()
+    groups = _call_param_groups(model, 0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns about a parameter listed twice in one group
+        try:
+            optimizer = torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.777)
+        except (ValueError, TypeError, UserWarning) as exc:
+            raise AssertionError(
+                f"torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3) refused the groups: "
+                f"{type(exc).__name__}: {exc}; likely cause: a parameter in two groups or twice in one (a "
+                f"tied weight listed once per module), or a frozen parameter's copy"
+            ) from None
+    decays = sorted({group["weight_decay"] for group in optimizer.param_groups if group["params"]})
+    assert decays == [0.0, 0.1], (
+        f"the non-empty groups should carry weight decays 0.0 and 0.1 (param_groups(model, 0.1)), got "
+        f"{decays}; 0.777 means a group fell back to the optimizer's default"
+    )
+
+
+def test_param_groups_hold_every_trainable_parameter_once() -> None:
+    model = _Tower()
+    placement = _placement(model, _call_param_groups(model, 0.1))
+    strays = placement.pop("<tensors that are not the model's parameters>", None)
+    assert not strays, (
+        f"param_groups returned {len(strays)} tensor(s) that are not the model's parameters; likely cause: "
+        f"copies (p.detach(), p.clone(), p.data): the optimizer would update the copies and the model would "
+        f"never change. Put the parameter objects themselves in the groups"
+    )
+    twice = {name: d for name, d in placement.items() if len(d) > 1}
+    assert not twice, (
+        f"param_groups listed these parameters more than once (weight decays of their groups): {twice}; "
+        f"likely cause: head.weight is embed.weight (tied), so walking every module's own parameters meets "
+        f"it twice; count parameters by identity, or use model.parameters(), which lists each once"
+    )
+    frozen = sorted(name for name, p in model.named_parameters() if not p.requires_grad and placement[name])
+    assert not frozen, (
+        f"param_groups put frozen parameters (requires_grad=False) in a group: {frozen}; only trainable "
+        f"parameters belong to the optimizer"
+    )
+    missing = sorted(name for name, p in model.named_parameters() if p.requires_grad and not placement[name])
+    assert not missing, (
+        f"param_groups left these trainable parameters out of every group: {missing}; they would never "
+        f"train, and nothing would say so; likely cause: a rule that covers only some kinds of module"
+    )
+
+
+def test_param_groups_exempt_biases_and_norm_layers_only() -> None:
+    model = _Tower()
+    placement = _placement(model, _call_param_groups(model, 0.1))
+    wrong = []
+    for name, (decayed, what) in TOWER_EXPECTED.items():
+        got = placement[name][0] if placement[name] else None
+        if got != (0.1 if decayed else 0.0):
+            wrong.append(f"{name} ({what}): weight decay {got}, expected {0.1 if decayed else 0.0}")
+    hints = []
+    if placement["norm_proj.weight"] == [0.0]:
+        hints.append("a rule by name ('norm' in the name) exempts a Linear called norm_proj")
+    if placement["final.weight"] == [0.1]:
+        hints.append(
+            "final is a subclass of nn.LayerNorm under a name without 'norm': test the module with "
+            "isinstance(module, NORM_LAYERS), not its name or type(module) in NORM_LAYERS"
+        )
+    if placement["scale"] == [0.0] or placement["temperature"] == [0.0]:
+        hints.append(
+            "the shortcut p.ndim < 2 exempts every 1-D and 0-D parameter; the rule here is by layer type "
+            "and the name 'bias', so a custom scale or temperature is decayed"
+        )
+    if placement["body.1.weight"] == [0.1] and placement["final.weight"] == [0.0]:
+        hints.append(
+            "the norm layers nested in `body` (a Sequential) were missed: walk every module, "
+            "model.modules(), not only model.children()"
+        )
+    if placement["body.0.weight"] == [0.0] or placement["embed.weight"] == [0.0]:
+        hints.append("weights of Conv and Embedding layers are decayed like a Linear's")
+    assert not wrong, (
+        "param_groups(model, 0.1) put these parameters in the wrong group:\n  "
+        + "\n  ".join(wrong)
+        + ("\nLikely cause: " + "; ".join(hints) if hints else "")
+    )
+
+
+def test_param_groups_on_single_layers() -> None:
+    cases = [
+        (nn.Linear(3, 2), {"weight": 0.1, "bias": 0.0}),
+        (nn.Linear(3, 2, bias=False), {"weight": 0.1}),
+        (_ScaledLayerNorm(3), {"weight": 0.0, "bias": 0.0}),
+        (nn.Conv2d(2, 2, 3), {"weight": 0.1, "bias": 0.0}),
+    ]
+    for model, expected in cases:
+        placement = _placement(model, _call_param_groups(model, 0.1))
+        got = {name: decays[0] if len(decays) == 1 else decays for name, decays in placement.items()}
+        assert got == expected, (
+            f"param_groups({model}, 0.1): expected the weight decays {expected}, got {got}; likely cause: "
+            f"the model's own parameters (those of the module passed in, not of a submodule) missed, e.g. "
+            f"by walking named_children() instead of modules(), or a norm layer checked by exact type"
+        )
+
+
+def test_param_groups_keep_model_order() -> None:
+    model = _Tower()
+    groups = _call_param_groups(model, 0.1)
+    rank = {id(p): i for i, p in enumerate(model.parameters())}
+    for i, group in enumerate(groups):
+        order = [rank.get(id(p), -1) for p in group["params"]]
+        assert order == sorted(order), (
+            f"param_groups: group {i} lists the parameters out of the order of model.parameters() (ranks "
+            f"{order}); keep that order: an optimizer's state_dict matches its state to parameters by "
+            f"position, so a checkpoint only loads into groups built in the same order"
+        )
+
+
+def test_param_groups_leave_model_unchanged() -> None:
+    model = _Tower()
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.full_like(p, 0.5)
+    before = {name: (p.detach().clone(), p.requires_grad, p.grad) for name, p in model.named_parameters()}
+    _call_param_groups(model, 0.1)
+    for name, p in model.named_parameters():
+        value, requires_grad, grad = before[name]
+        assert p.requires_grad == requires_grad, (
+            f"param_groups changed {name}.requires_grad from {requires_grad} to {p.requires_grad}; "
+            f"likely cause: requires_grad_() called to 'unfreeze' or 'freeze' while sorting"
+        )
+        assert torch.equal(p.detach(), value) and p.grad is grad, (
+            f"param_groups changed {name}'s value or .grad; it should only sort the parameters"
+        )
+
+
+def test_param_groups_make_adamw_decay_only_the_decayed() -> None:
+    model = _Tower()
+    groups = _call_param_groups(model, 0.1)
+    optimizer = torch.optim.AdamW(groups, lr=0.5)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.zeros_like(p)  # Adam's own step is then 0: only the decay moves a weight
+    optimizer.step()
+    for name, (decayed, what) in TOWER_EXPECTED.items():
+        p = dict(model.named_parameters())[name]
+        expected = before[name] * (1 - 0.5 * 0.1) if decayed else before[name]
+        assert_close(
+            p.detach(),
+            expected,
+            rtol=1e-6,
+            atol=1e-7,
+            what=f"{name} ({what}) after one AdamW(lr=0.5) step with zero gradients",
+            likely_cause="decayed weights shrink by (1 - lr * weight_decay), exempt ones do not move; "
+            "see test_param_groups_exempt_biases_and_norm_layers_only",
+        )
+
+
+# ---------------------------------------------------------------- warmup_cosine
+
+
+def _factor(t: int, warmup: int, total: int, start: float, floor: float) -> float:
+    """The float64 schedule factor: linear warm-up from `start`, cosine to `floor`, flat after `total`."""
+    if t < warmup:
+        return start + (1 - start) * t / warmup
+    progress = min(t, total) - warmup
+    return floor + (1 - floor) * (1 + math.cos(math.pi * progress / (total - warmup))) / 2
+
+
+def _lrs(optimizer: torch.optim.Optimizer, scheduler, steps: int) -> list[list[float]]:
+    """Each group's lr at t = 0 .. steps, stepping the (parameter-less) optimizer before the scheduler."""
+    history = [[group["lr"] for group in optimizer.param_groups]]
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+        history.append([group["lr"] for group in optimizer.param_groups])
+    return history
+
+
+def _build_warmup_cosine(optimizer, *args, **kwargs):
+    return _explain_crash(
+        lambda: kata.warmup_cosine(optimizer, *args, **kwargs),
+        f"warmup_cosine(optimizer, {', '.join(map(repr, args))}"
+        f"{''.join(f', {k}={v!r}' for k, v in kwargs.items())})",
+        "an edge of the schedule: warmup_steps = 0 (no warm-up, nothing to divide by), or a schedule "
+        "torch refuses to build",
+    )
+
+
+def _phase(t: int, warmup: int, total: int) -> str:
+    if t < warmup:
+        return (
+            "in the warm-up: f should rise linearly from start_factor at t = 0 to 1 at t = warmup_steps "
+            "(t / warmup_steps starts at 0 instead of start_factor; (t + 1) / warmup_steps peaks a step "
+            "early)"
+        )
+    if t <= total:
+        return (
+            "in the cosine phase: f should go from 1 at t = warmup_steps to min_lr_ratio at t = total_steps "
+            "along half a cosine period, m + (1 - m) * (1 + cos(pi * p)) / 2 with p = (t - warmup_steps) / "
+            "(total_steps - warmup_steps) (not t / total_steps, not 1 - cos, not down to 0 when m > 0)"
+        )
+    return "after total_steps: f should stay at min_lr_ratio (CosineAnnealingLR climbs back up there)"
+
+
+def _assert_schedule(got: list[list[float]], expected: list[list[float]], what: str, warmup: int, total: int):
+    for t, (row, want) in enumerate(zip(got, expected, strict=True)):
+        ok = all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) for a, b in zip(row, want, strict=True))
+        assert ok, (
+            f"{what}: at t = {t} the groups' lr are {row}, expected {want}; the schedule goes wrong "
+            f"{_phase(t, warmup, total)}.\nWhole schedule, got:      {[r[0] for r in got]}\n"
+            f"                 expected: {[r[0] for r in expected]}"
+        )
+
+
+@pytest.mark.parametrize(
+    "warmup, total, start, floor", [(4, 12, 0.1, 0.0), (3, 10, 0.25, 0.2), (1, 5, 0.5, 0.0), (5, 6, 1.0, 0.1)]
+)
+def test_warmup_cosine_matches_torch_sequential_lr(
+    warmup: int, total: int, start: float, floor: float
+) -> None:
+    lr = 0.3
+    ours = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=lr)
+    scheduler = _build_warmup_cosine(ours, warmup, total, start_factor=start, min_lr_ratio=floor)
+    got = _lrs(ours, scheduler, total)
+    theirs = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=lr)
+    sched = torch.optim.lr_scheduler
+    reference = sched.SequentialLR(
+        theirs,
+        [
+            sched.LinearLR(theirs, start_factor=start, total_iters=warmup),
+            sched.CosineAnnealingLR(theirs, T_max=total - warmup, eta_min=floor * lr),
+        ],
+        milestones=[warmup],
+    )
+    _assert_schedule(
+        got,
+        _lrs(theirs, reference, total),
+        f"warmup_cosine(SGD(lr={lr}), warmup_steps={warmup}, total_steps={total}, start_factor={start}, "
+        f"min_lr_ratio={floor}) vs torch's SequentialLR(LinearLR, CosineAnnealingLR)",
+        warmup,
+        total,
+    )
+
+
+def test_warmup_cosine_stays_at_the_floor_after_total_steps() -> None:
+    lr, warmup, total, floor = 0.3, 2, 6, 0.1
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=lr)
+    scheduler = _build_warmup_cosine(optimizer, warmup, total, start_factor=0.5, min_lr_ratio=floor)
+    got = _lrs(optimizer, scheduler, total + 6)
+    expected = [[lr * _factor(t, warmup, total, 0.5, floor)] for t in range(total + 7)]
+    _assert_schedule(got, expected, "warmup_cosine(warmup_steps=2, total_steps=6, min_lr_ratio=0.1)", 2, 6)
+
+
+def test_warmup_cosine_scales_each_group_by_its_own_lr() -> None:
+    weights, biases = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([{"params": [weights]}, {"params": [biases], "lr": 0.02}], lr=0.1)
+    warmup, total, start, floor = 3, 9, 0.2, 0.25
+    scheduler = _build_warmup_cosine(optimizer, warmup, total, start_factor=start, min_lr_ratio=floor)
+    got = _lrs(optimizer, scheduler, total + 2)
+    expected = [
+        [base * _factor(t, warmup, total, start, floor) for base in (0.1, 0.02)] for t in range(total + 3)
+    ]
+    try:
+        _assert_schedule(got, expected, "warmup_cosine over two groups (lr 0.1 and 0.02)", warmup, total)
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\nEach group's lr is ITS OWN initial lr times the same factor f(t); likely cause: a floor "
+            f"shared by the groups (CosineAnnealingLR's eta_min is an absolute lr, not a ratio), or one "
+            f"group's lr used for all"
+        ) from None
+
+
+def test_warmup_cosine_without_warmup_starts_at_the_peak() -> None:
+    lr = 0.3
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=lr)
+    scheduler = _build_warmup_cosine(optimizer, 0, 4, start_factor=0.1, min_lr_ratio=0.0)
+    got = _lrs(optimizer, scheduler, 6)
+    expected = [[lr * _factor(t, 0, 4, 0.1, 0.0)] for t in range(7)]
+    _assert_schedule(got, expected, "warmup_cosine(warmup_steps=0, total_steps=4)", 0, 4)
+
+
+def test_warmup_cosine_defaults() -> None:
+    lr = 0.3
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=lr)
+    scheduler = _build_warmup_cosine(optimizer, 4, 10)
+    got = _lrs(optimizer, scheduler, 12)
+    expected = [[lr * _factor(t, 4, 10, 0.1, 0.0)] for t in range(13)]
+    _assert_schedule(
+        got,
+        expected,
+        "warmup_cosine(optimizer, 4, 10) with its defaults start_factor=0.1, min_lr_ratio=0.0",
+        4,
+        10,
+    )
+
+
+def test_warmup_cosine_is_a_scheduler_that_only_sets_lr() -> None:
+    model = _tiny_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.3, weight_decay=0.05)
+    before = [p.detach().clone() for p in model.parameters()]
+    scheduler = _build_warmup_cosine(optimizer, 4, 10, start_factor=0.1, min_lr_ratio=0.0)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler), (
+        f"warmup_cosine should return a torch.optim.lr_scheduler.LRScheduler (LambdaLR, SequentialLR, or a "
+        f"subclass of your own), got {type(scheduler).__name__}"
+    )
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.03, rel=1e-9), (
+        f"right after warmup_cosine(optimizer(lr=0.3), 4, 10, start_factor=0.1) the lr should be already "
+        f"0.3 * f(0) = 0.03, got {optimizer.param_groups[0]['lr']}"
+    )
+    assert optimizer.param_groups[0]["weight_decay"] == 0.05 and not optimizer.state, (
+        "building the scheduler changed the optimizer beyond its lr (its weight decay, or its state)"
+    )
+    for p, b in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p.detach(), b), "building the scheduler changed the model's parameters"
+
+
+def test_warmup_cosine_rejects_bad_arguments() -> None:
+    def make():
+        return torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=0.1)
+
+    for args, kwargs, why in [
+        ((-1, 10), {}, "warmup_steps < 0"),
+        ((10, 10), {}, "warmup_steps == total_steps: no room for the decay"),
+        ((11, 10), {}, "warmup_steps > total_steps"),
+        ((2, 10), {"start_factor": 0.0}, "start_factor 0: the first step would have lr 0"),
+        ((2, 10), {"start_factor": 1.5}, "start_factor > 1: a warm-up that goes down"),
+        ((2, 10), {"min_lr_ratio": -0.1}, "min_lr_ratio < 0: a negative learning rate"),
+        ((2, 10), {"min_lr_ratio": 1.5}, "min_lr_ratio > 1: a decay that goes up"),
+    ]:
+        extra = "".join(f", {k}={v}" for k, v in kwargs.items())
+        call = f"warmup_cosine(optimizer, {args[0]}, {args[1]}{extra})"
+        try:
+            kata.warmup_cosine(make(), *args, **kwargs)
+        except ValueError:
+            continue
+        except NotImplementedError:
+            raise
+        except Exception as exc:
+            raise AssertionError(
+                f"{call} raised {type(exc).__name__}: {exc}; it should raise ValueError ({why}): check the "
+                f"arguments before building anything"
+            ) from None
+        raise AssertionError(f"{call} returned a scheduler; it should raise ValueError ({why})")
+    for args, kwargs in [((0, 1), {"start_factor": 1.0, "min_lr_ratio": 1.0}), ((9, 10), {})]:
+        _build_warmup_cosine(make(), *args, **kwargs)  # the edges of the valid range build fine
+
+
+# ---------------------------------------------------------------- clip_grad_norm
+
+
+CLIP_GRAD_FILE = os.path.join("torch", "nn", "utils", "clip_grad.py")
+
+
+@contextlib.contextmanager
+def _calls_into_torch_clipping():
+    """Record the Python functions of torch/nn/utils/clip_grad.py called inside the block, however
+    they were imported (a name bound at import time is caught too)."""
+    hits: list[str] = []
+    previous = sys.getprofile()
+
+    def profiler(frame, event, arg):  # type: ignore[no-untyped-def]
+        if event == "call" and frame.f_code.co_filename.endswith(CLIP_GRAD_FILE):
+            hits.append(frame.f_code.co_name)
+
+    sys.setprofile(profiler)
+    try:
+        yield hits
+    finally:
+        sys.setprofile(previous)
+
+
+def _grad_params(
+    grads: list[list[float]] | list[torch.Tensor],
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> list[torch.Tensor]:
+    """Leaf parameters of value 1 whose .grad holds the given values."""
+    params = []
+    for g in grads:
+        g = torch.as_tensor(g, dtype=dtype).to(device)
+        p = torch.ones_like(g, requires_grad=True)
+        p.grad = g.clone()
+        params.append(p)
+    return params
+
+
+def _random_grads(scale: float, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(7)
+    return [torch.randn(shape, generator=gen, dtype=dtype) * scale for shape in ((3, 4), (5,), (2, 2, 2))]
+
+
+def _norm64(grads) -> float:
+    return math.sqrt(sum(float((g.detach().double() ** 2).sum()) for g in grads))
+
+
+def _clip(parameters, max_norm: float, what: str):
+    result = _explain_crash(
+        lambda: kata.clip_grad_norm(parameters, max_norm),
+        what,
+        "gradients that are None, a single tensor instead of a list, or a list of one",
+    )
+    assert isinstance(result, torch.Tensor) and result.shape == (), (
+        f"{what} should return the total norm as a 0-dim tensor, got {type(result).__name__} "
+        f"{getattr(result, 'shape', '')} ({result!r}); likely cause: .item() or float(...) (a host sync "
+        f"torch avoids), or the per-tensor norms instead of their total"
+    )
+    return result
+
+
+def test_clip_grad_norm_matches_torch(device: torch.device) -> None:
+    grads = _random_grads(2.0)  # total norm about 7
+    ours, theirs = _grad_params(grads, device=device), _grad_params(grads, device=device)
+    total = _clip(ours, 1.0, f"clip_grad_norm(params on {device.type}, max_norm=1.0)")
+    torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+    assert total.dtype == torch.float32 and total.device.type == device.type, (
+        f"clip_grad_norm should return the norm with the gradients' dtype and device (float32 on "
+        f"{device}), got {total.dtype} on {total.device}; likely cause: a tensor built with "
+        f"torch.tensor(...) or torch.zeros(()) on the CPU"
+    )
+    assert_close(
+        total.cpu(),
+        torch.tensor(_norm64(grads)),
+        rtol=1e-5,
+        atol=1e-6,
+        what="the total norm clip_grad_norm returned",
+        likely_cause="the 2-norm of ALL gradients as one vector is sqrt(sum of every squared entry): not "
+        "the sum or the mean of the per-tensor norms, and measured BEFORE clipping",
+    )
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        assert_close(
+            a.grad,
+            b.grad,
+            rtol=1e-5,
+            atol=1e-7,
+            what=f"gradient {i} after clip_grad_norm(..., max_norm=1.0) vs torch.nn.utils.clip_grad_norm_",
+            likely_cause="every gradient is multiplied by the same factor max_norm / total_norm when the "
+            "total exceeds max_norm",
+        )
+        assert torch.equal(a.detach(), torch.ones_like(a)), "clip_grad_norm changed a parameter's value"
+
+
+def test_clip_grad_norm_returns_the_norm_before_clipping() -> None:
+    grads = _random_grads(2.0)
+    total = _clip(_grad_params(grads), 0.5, "clip_grad_norm(params, max_norm=0.5)")
+    before = _norm64(grads)
+    assert float(total) == pytest.approx(before, rel=1e-5), (
+        f"clip_grad_norm should return the total norm measured BEFORE clipping, {before:.6f}, got "
+        f"{float(total):.6f}"
+        + (
+            "; that is max_norm: the norm was measured after clipping (it is always at most max_norm "
+            "then, and useless for spotting gradient spikes)"
+            if float(total) == pytest.approx(0.5, rel=1e-3)
+            else ""
+        )
+    )
+
+
+def test_clip_grad_norm_uses_one_norm_for_all_gradients() -> None:
+    # Each gradient alone is below max_norm = 1, together they are above it: only a total norm sees that.
+    grads = [[0.6, 0.6], [0.8, 0.0, 0.0]]  # norms 0.849 and 0.8, total 1.166
+    params = _grad_params(grads)
+    _clip(params, 1.0, "clip_grad_norm(params, max_norm=1.0)")
+    factor = 1.0 / _norm64([torch.tensor(g) for g in grads])
+    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+        assert_close(
+            p.grad,
+            torch.tensor(g) * factor,
+            rtol=1e-5,
+            atol=1e-7,
+            what=f"gradient {i} after clip_grad_norm: per-tensor norms 0.849 and 0.8, total 1.166, "
+            f"max_norm 1.0",
+            likely_cause="clipping each tensor by its own norm (each is below max_norm, so nothing changes; "
+            "and where one is above, the update's direction changes): the norm is that of ALL gradients "
+            "together, and one common factor scales them all",
+        )
+
+
+def test_clip_grad_norm_leaves_small_gradients_exactly_as_they_were() -> None:
+    grads = _random_grads(0.1)  # total norm about 0.35
+    params = _grad_params(grads)
+    total = _clip(params, 1.0, "clip_grad_norm(params, max_norm=1.0) with a total norm below 1")
+    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+        assert torch.equal(p.grad, g), (
+            f"clip_grad_norm changed gradient {i} although the total norm {_norm64(grads):.4f} is below "
+            f"max_norm 1.0; likely cause: scaling by max_norm / norm unconditionally (that scales UP); the "
+            f"factor must be at most 1"
+        )
+    assert float(total) == pytest.approx(_norm64(grads), rel=1e-5), "the norm returned is wrong"
+
+
+def test_clip_grad_norm_accepts_a_generator_and_a_single_tensor() -> None:
+    model = nn.Linear(4, 3)
+    (model(torch.randn(8, 4)) * 10).sum().backward()
+    norm = _norm64([p.grad for p in model.parameters()])
+    assert norm > 2.0, "test set-up: the gradient should be large"
+    total = _clip(model.parameters(), 1.0, "clip_grad_norm(model.parameters(), max_norm=1.0)")
+    after = _norm64([p.grad for p in model.parameters()])
+    assert float(total) == pytest.approx(norm, rel=1e-5) and after == pytest.approx(1.0, rel=1e-4), (
+        f"clip_grad_norm(model.parameters(), 1.0) returned {float(total):.5f} (expected {norm:.5f}) and left "
+        f"a total norm of {after:.5f} (expected 1.0); likely cause: the generator was iterated twice (once "
+        f"for the norm, once to scale): the second pass finds it empty. Make a list of it first"
+    )
+    single = _grad_params([[3.0, 4.0]])[0]
+    total = _clip(single, 1.0, "clip_grad_norm(a single tensor, max_norm=1.0)")
+    assert float(total) == pytest.approx(5.0, rel=1e-6), f"expected the norm 5.0 of [3, 4], got {total}"
+    assert_close(
+        single.grad,
+        torch.tensor([0.6, 0.8]),
+        rtol=1e-5,
+        atol=1e-7,
+        what="a single tensor's gradient [3, 4] clipped to norm 1",
+        likely_cause="a tensor passed alone counts as a list of one; iterating over it walks its rows",
+    )
+
+
+def test_clip_grad_norm_works_in_place_and_skips_missing_grads() -> None:
+    params = _grad_params([[3.0, 0.0], [0.0, 4.0, 0.0]])
+    idle = torch.ones(2, requires_grad=True)  # no .grad at all
+    kept = [p.grad for p in params]
+    total = _clip([params[0], idle, params[1]], 1.0, "clip_grad_norm with a parameter whose .grad is None")
+    assert idle.grad is None, f"clip_grad_norm gave a parameter without gradient a .grad: {idle.grad}"
+    assert float(total) == pytest.approx(5.0, rel=1e-6), (
+        f"expected the total norm 5.0 (gradients [3, 0] and [0, 4, 0]; the None gradient is skipped), got "
+        f"{float(total)}"
+    )
+    for i, (p, g) in enumerate(zip(params, kept, strict=True)):
+        assert p.grad is g, (
+            f"clip_grad_norm replaced parameter {i}'s .grad by a new tensor (p.grad = p.grad * c); the "
+            f"gradients must be scaled in place (mul_), as torch's clip_grad_norm_ does: code that holds "
+            f"the .grad tensors (an optimizer's foreach buffers, DDP's buckets) sees only in-place changes"
+        )
+    assert_close(params[1].grad, torch.tensor([0.0, 0.8, 0.0]), rtol=1e-5, atol=1e-7, what="clipped .grad")
+
+
+def test_clip_grad_norm_without_any_gradient_returns_zero() -> None:
+    params = [torch.ones(3, requires_grad=True), torch.ones(2, requires_grad=True)]
+    total = _clip(params, 1.0, "clip_grad_norm over parameters that have no .grad")
+    assert float(total) == 0.0, f"with no gradients the total norm is 0, got {float(total)}"
+    assert all(p.grad is None for p in params), "clip_grad_norm created gradients that were not there"
+
+
+def test_clip_grad_norm_keeps_float64() -> None:
+    grads = _random_grads(2.0, dtype=torch.float64)
+    params = _grad_params(grads, dtype=torch.float64)
+    total = _clip(params, 1.0, "clip_grad_norm with float64 gradients")
+    assert total.dtype == torch.float64, (
+        f"with float64 gradients the norm should be float64, got {total.dtype}; likely cause: an "
+        f"accumulator built with torch.zeros(()) or torch.tensor(0.0) in the default dtype"
+    )
+    # A float32 detour anywhere in the sum shows at 1e-8; float64 orders of summation agree to 1e-15.
+    assert float(total) == pytest.approx(_norm64(grads), rel=1e-12), (
+        f"float64 norm {float(total)!r} differs from the float64 reference {_norm64(grads)!r} by more than "
+        f"float64 rounding; likely cause: a float32 detour"
+    )
+    after = _norm64([p.grad for p in params])
+    assert after == pytest.approx(1.0, rel=2e-6), (
+        f"after clipping to 1.0 the float64 total norm is {after!r}; likely cause: a float32 factor"
+    )
+
+
+def test_clip_grad_norm_reads_nothing_back_to_the_host() -> None:
+    # meta tensors have a shape, a dtype and a device but no values: code that needs a value on the host
+    # (.item(), float(t), `if norm > max_norm:`, min(1, ...)) fails here, as it would stall a GPU.
+    params = []
+    for shape in ((3, 2), (4,)):
+        p = torch.empty(shape, dtype=torch.float64, device="meta", requires_grad=True)
+        p.grad = torch.empty_like(p)
+        params.append(p)
+    kept = [p.grad for p in params]
+    total = _explain_crash(
+        lambda: kata.clip_grad_norm(params, 1.0),
+        "clip_grad_norm with gradients on the meta device (tensors without values)",
+        "a value read back to the host: `if norm > max_norm:`, min(1.0, max_norm / norm), .item() or "
+        "float(); on a GPU each of them waits for the GPU to finish. Compute the factor as a tensor and "
+        "clamp it to at most 1 (torch.clamp, torch.minimum or torch.where), then multiply by it "
+        "unconditionally",
+    )
+    assert isinstance(total, torch.Tensor) and total.device.type == "meta" and total.dtype == torch.float64, (
+        f"clip_grad_norm on meta float64 gradients should return a meta float64 tensor, got {total!r}"
+    )
+    assert all(p.grad is g for p, g in zip(params, kept, strict=True)), "the .grad tensors were replaced"
+
+
+def test_clip_grad_norm_does_not_call_torchs_clipping() -> None:
+    params = _grad_params(_random_grads(2.0))
+    with _calls_into_torch_clipping() as hits:
+        kata.clip_grad_norm(params, 1.0)
+    assert not hits, (
+        f"clip_grad_norm called torch's own clipping ({sorted(set(hits))} in torch/nn/utils/clip_grad.py); "
+        f"the task is to write it: one norm over all gradients, one factor clamped to at most 1, applied "
+        f"in place"
+    )
+
+
+# ---------------------------------------------------------------- accumulated_step
+
+
+def _row_model(dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> nn.Module:
+    """A model whose output row depends on its input row alone (no BatchNorm), as the contract needs."""
+    return nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).to(device=device, dtype=dtype)
+
+
+def _micro_batches(
+    sizes=(1, 4, 2),
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+    scale: float = 1.0,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [
+        (
+            (torch.randn(n, 3, dtype=dtype) * scale).to(device),
+            (torch.randn(n, 2, dtype=dtype) * scale).to(device),
+        )
+        for n in sizes
+    ]
+
+
+def _big_batch_step(model, optimizer, micro_batches, max_norm) -> tuple[float, float]:
+    """Reference: one step of `optimizer` on the concatenated batch, clipped by torch; (loss, norm before)."""
+    x = torch.cat([x for x, _ in micro_batches])
+    y = torch.cat([y for _, y in micro_batches])
+    optimizer.zero_grad()
+    loss = _mse(model, x, y)
+    loss.backward()
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = _norm64([p.grad for p in params])
+    if max_norm is not None:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+    optimizer.step()
+    return loss.item(), norm
+
+
+def _accumulate(model, optimizer, micro_batches, max_norm, what: str):
+    result = _explain_crash(
+        lambda: kata.accumulated_step(model, optimizer, micro_batches, max_norm),
+        what,
+        "a step tied to the CPU (loss.numpy() needs .cpu() first; .item() works anywhere), or micro-batches "
+        "of different sizes handled as if equal",
+    )
+    assert isinstance(result, tuple) and len(result) == 2 and all(type(v) is float for v in result), (
+        f"{what} should return (loss, grad_norm), a tuple of two Python floats, got {result!r}; likely "
+        f"cause: tensors returned (use .item()), or only one value"
+    )
+    return result
+
+
+ACCUMULATION_CAUSES = (
+    "each micro-batch's mean loss must be weighted by its share of the rows, n_i / N, before backward() "
+    "(1/k is right only for equal sizes, here 1, 4 and 2 rows; no weighting makes the gradient k times too "
+    "big); gradients are zeroed once, BEFORE the first backward (not inside the loop: then only the last "
+    "micro-batch counts), and optimizer.step() is called once, after the last backward"
+)
+
+
+@pytest.mark.parametrize(
+    "name, make, max_norm",
+    [
+        pytest.param("SGD(lr=0.1)", lambda p: torch.optim.SGD(p, lr=0.1), None, id="sgd"),
+        pytest.param(
+            "SGD(lr=0.1, momentum=0.9)",
+            lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+            None,
+            id="momentum",
+        ),
+        pytest.param("Adam(lr=0.01)", lambda p: torch.optim.Adam(p, lr=0.01), None, id="adam"),
+        pytest.param(
+            "SGD(lr=0.1), max_norm=100", lambda p: torch.optim.SGD(p, lr=0.1), 100.0, id="loose-clip"
+        ),
+    ],
+)
+def test_accumulated_step_equals_one_big_batch_step(name: str, make, max_norm) -> None:
+    model = _row_model()
+    stale_x, stale_y = _micro_batches((3,))[0]
+    _mse(model, stale_x, stale_y).backward()  # gradients some earlier code left behind
+    reference = copy.deepcopy(model)  # keeps the stale .grad too
+    optimizer, reference_optimizer = make(model.parameters()), make(reference.parameters())
+    for step in range(2):  # the second step also starts from the gradients the first one left
+        batches = _micro_batches()
+        _accumulate(model, optimizer, batches, max_norm, f"accumulated_step with {name}")
+        _big_batch_step(reference, reference_optimizer, batches, max_norm)
+        for (pname, a), b in zip(model.named_parameters(), reference.parameters(), strict=True):
+            # float64: the two ways of summing the gradient agree to ~1e-15.
+            assert_close(
+                a.detach(),
+                b.detach(),
+                rtol=1e-10,
+                atol=1e-12,
+                what=f"parameter {pname!r} after accumulated_step #{step + 1} with {name} over micro-batches "
+                f"of 1, 4 and 2 rows vs one step on the 7-row batch",
+                likely_cause=ACCUMULATION_CAUSES,
+            )
+
+
+def test_accumulated_step_clips_the_accumulated_gradient() -> None:
+    for name, make in [
+        ("SGD(lr=0.1)", lambda p: torch.optim.SGD(p, lr=0.1)),
+        ("Adam(lr=0.01)", lambda p: torch.optim.Adam(p, lr=0.01)),
+    ]:
+        model = _row_model()
+        reference = copy.deepcopy(model)
+        optimizer, reference_optimizer = make(model.parameters()), make(reference.parameters())
+        batches = _micro_batches(scale=3.0)
+        probe = copy.deepcopy(model)
+        _, norm = _big_batch_step(probe, torch.optim.SGD(probe.parameters(), lr=0.0), batches, None)
+        max_norm = norm / 4  # well below the gradient's norm: clipping changes the step
+        _accumulate(
+            model, optimizer, batches, max_norm, f"accumulated_step with {name}, max_norm={max_norm:.4f}"
+        )
+        _big_batch_step(reference, reference_optimizer, batches, max_norm)
+        for (pname, a), b in zip(model.named_parameters(), reference.parameters(), strict=True):
+            assert_close(
+                a.detach(),
+                b.detach(),
+                rtol=1e-10,
+                atol=1e-12,
+                what=f"parameter {pname!r} after accumulated_step with {name} and max_norm = norm / 4 vs one "
+                f"clipped step on the big batch",
+                likely_cause="clipping goes once, on the ACCUMULATED gradient: after the last backward() and "
+                "before optimizer.step(). Clipping each micro-batch's gradient clips the wrong vector, "
+                "clipping before the backward passes clips nothing, clipping after the step is too late",
+            )
+
+
+def test_accumulated_step_returns_big_batch_loss_and_norm_before_clipping() -> None:
+    for max_norm in (None, 0.05):
+        model = _row_model()
+        batches = _micro_batches()
+        reference = copy.deepcopy(model)
+        expected_loss, expected_norm = _big_batch_step(
+            reference, torch.optim.SGD(reference.parameters(), lr=0.1), batches, max_norm
+        )
+        loss, norm = _accumulate(
+            model, torch.optim.SGD(model.parameters(), lr=0.1), batches, max_norm, "accumulated_step"
+        )
+        assert loss == pytest.approx(expected_loss, rel=1e-10), (
+            f"accumulated_step (max_norm={max_norm}) should return the 7-row batch's loss before the "
+            f"update, {expected_loss:.8f}, got {loss:.8f}; likely cause: the plain mean of the micro-batch "
+            f"losses (rows 1, 4, 2: weight each by its rows), the last micro-batch's loss alone, or a loss "
+            f"measured after the step"
+        )
+        hint = (
+            "; that is max_norm: the norm was measured after clipping"
+            if max_norm is not None and norm == pytest.approx(max_norm, rel=1e-6)
+            else ""
+        )
+        assert norm == pytest.approx(expected_norm, rel=1e-9), (
+            f"accumulated_step (max_norm={max_norm}) should return the total norm of the big batch's "
+            f"gradient BEFORE clipping, {expected_norm:.8f}, got {norm:.8f}{hint}; likely cause: the norm "
+            f"of one micro-batch's gradient, or none computed when max_norm is None"
+        )
+
+
+def test_accumulated_step_runs_one_micro_batch_at_a_time() -> None:
+    model = _row_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    events: list[str] = []
+    model.register_forward_hook(lambda module, args, out: events.append(f"forward({args[0].shape[0]} rows)"))
+    model[0].weight.register_hook(lambda grad: events.append("backward"))
+    optimizer_step = optimizer.step
+
+    def record_step(*args, **kwargs):
+        events.append("optimizer.step")
+        return optimizer_step(*args, **kwargs)
+
+    optimizer.step = record_step
+    _accumulate(model, optimizer, _micro_batches(), None, "accumulated_step")
+    expected = ["forward(1 rows)", "backward", "forward(4 rows)", "backward", "forward(2 rows)", "backward"]
+    expected.append("optimizer.step")
+    assert events == expected, (
+        f"accumulated_step over micro-batches of 1, 4 and 2 rows should call, in order, {expected}; it "
+        f"called {events}. Likely cause: torch.cat into one big batch, or every forward before one backward "
+        f"of the summed loss (both keep the whole batch's activations in memory, which is what accumulation "
+        f"avoids), or optimizer.step() per micro-batch"
+    )
+
+
+def test_accumulated_step_leaves_micro_batches_unchanged() -> None:
+    model = _row_model()
+    batches = _micro_batches()
+    pairs = list(batches)
+    values = [(x.clone(), y.clone()) for x, y in batches]
+    _accumulate(model, torch.optim.SGD(model.parameters(), lr=0.1), batches, 1.0, "accumulated_step")
+    assert len(batches) == 3 and all(a is b for a, b in zip(batches, pairs, strict=True)), (
+        "accumulated_step changed the caller's list of micro-batches (order or items)"
+    )
+    for i, ((x, y), (x0, y0)) in enumerate(zip(batches, values, strict=True)):
+        assert torch.equal(x, x0) and torch.equal(y, y0) and not x.requires_grad and not y.requires_grad, (
+            f"accumulated_step changed micro-batch {i} (values or requires_grad); likely cause: an in-place "
+            f"operation on x or y (y.sub_, *=), or requires_grad_()"
+        )
+
+
+def test_accumulated_step_rejects_an_empty_list() -> None:
+    model = _row_model()
+    with pytest.raises(ValueError):
+        kata.accumulated_step(model, torch.optim.SGD(model.parameters(), lr=0.1), [], None)
+
+
+def test_accumulated_step_on_device(device: torch.device) -> None:
+    model = _row_model(torch.float32, device)
+    reference = copy.deepcopy(model)
+    batches = _micro_batches(dtype=torch.float32, device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loss, norm = _accumulate(model, optimizer, batches, 0.5, f"accumulated_step on {device.type}")
+    expected_loss, expected_norm = _big_batch_step(
+        reference, torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9), batches, 0.5
+    )
+    # float32: summation order differs by a few ulps.
+    assert loss == pytest.approx(expected_loss, rel=1e-5) and norm == pytest.approx(
+        expected_norm, rel=1e-5
+    ), (
+        f"accumulated_step on {device.type} returned ({loss}, {norm}), expected ({expected_loss}, "
+        f"{expected_norm})"
+    )
+    _assert_same_params(
+        model, reference, f"parameters after accumulated_step on {device.type}", ACCUMULATION_CAUSES
+    )
+
+
 # ---------------------------------------------------------------- MomentumSGD
 
 
@@ -619,6 +1414,25 @@ def test_momentum_sgd_closure_returns_loss() -> None:
         "call the closure FIRST, inside torch.enable_grad() (step's updates run without grad, but the "
         "closure must be able to backward), then update with the gradients it produced",
     )
+
+
+def test_momentum_sgd_closure_has_grad_even_under_no_grad() -> None:
+    params = _quadratic_params(torch.device("cpu"))
+    opt = kata.MomentumSGD(params, lr=0.05, momentum=0.9)
+
+    def closure():
+        opt.zero_grad()
+        loss = _loss(params, 0)
+        loss.backward()
+        return loss
+
+    with torch.no_grad():  # e.g. a training loop that wraps its step in no_grad
+        _explain_crash(
+            lambda: opt.step(closure),
+            "MomentumSGD.step(closure) called inside `with torch.no_grad():`",
+            "the closure inherited the caller's no_grad mode, so its backward() has no graph; call it "
+            "inside `with torch.enable_grad():`, as torch's optimizers do",
+        )
 
 
 def test_momentum_sgd_step_without_closure_returns_none() -> None:
