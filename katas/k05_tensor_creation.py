@@ -2,7 +2,7 @@
 
 Interview question: What is the difference between torch.Tensor and torch.tensor?
 
-Difficulty 2/5, about 30 minutes, after kata 3.
+Difficulty 3/5, about 50 minutes, after katas 3 and 4.
 
 The idea
 ========
@@ -14,11 +14,32 @@ are silently converted.
 Handed an existing tensor it converts nothing and copies nothing: it returns an alias of that tensor, with
 the tensor's own dtype whatever it is (an int64 tensor gives an int64 alias). Handed a numpy array that
 already has the default dtype, it shares the array's memory; any other array is copied and converted.
+It is also older than the default device: it builds on the CPU whatever `torch.set_default_device` says.
 
-`torch.tensor` is a *factory function*: its argument is always data, it always copies, and it infers the dtype
-from the Python values (bool -> torch.bool, int -> torch.int64, float -> the default dtype (float32 by
-default), complex -> the default dtype's complex partner (complex64 by default); a mix promotes to the
-widest kind present). Pass `dtype=` and `device=` to say exactly what you want.
+`torch.tensor` is a *factory function*: its argument is always data, it always copies, and it infers the
+dtype from the Python values. Each value has a kind, and the kinds are ordered
+
+    bool  <  int (int64)  <  float (the default dtype)  <  complex (the default dtype's complex partner)
+
+The whole (nested) list gets the widest kind present: `[True, 2]` is int64, `[1, 2.5]` float32,
+`[1, 2j]` complex64. Python floats are doubles, yet they become the *default* dtype (float32; float64 after
+`torch.set_default_dtype(torch.float64)`), and complex numbers its partner (complex64; complex128). `bool`
+is a subclass of `int` in Python, yet it is its own, lowest kind. A list holding no number at all (`[]`,
+`[[], []]`) gets the default dtype. A value that brings its own dtype, a numpy scalar or a 0-d tensor,
+takes part with that dtype (`torch.tensor([np.float64(0.5), 1.0])` is float64). Pass `dtype=` and `device=`
+to say exactly what you want.
+
+Handed a tensor `t`, `torch.tensor(t)` copies its data into a new leaf, outside any graph (no `grad_fn`,
+`requires_grad=False` unless asked), and warns: PyTorch wants the two things that happen spelled out as
+two steps. Each step alone is half of it: `t.detach()` leaves the graph but copies nothing (it shares `t`'s
+memory, so writing into one writes into the other), and `t.clone()` copies but stays in the graph (it is
+differentiable: gradients flow through the clone back into `t`). A copy that learns on its own, such as
+a parameter initialised from another one, is a new leaf that requires grad.
+
+Defaults: factories called without `dtype=` use `torch.get_default_dtype()` for floating results, and without
+`device=` they build on the default device: the CPU, unless `torch.set_default_device(d)` moved it, or a
+`with torch.device(d):` block is open (the `meta` device builds shapes and dtypes without any memory).
+A hard-coded `dtype=torch.float32` or `device="cpu"` overrides whatever the caller chose.
 
 The rest of the family follows one pattern: a factory says what to build, plus `dtype`, `device` and
 (for random numbers) `generator`. `torch.zeros/ones/full/empty/arange/randn` build from a shape;
@@ -33,7 +54,8 @@ stream without touching anyone else's.
 What interviewers probe
 =======================
 - `torch.Tensor(3)` is an uninitialised tensor of length 3 (whatever bytes were in memory), not `[3.]`;
-  `torch.Tensor([3])` is `[3.]`. One pair of brackets changes data into a shape.
+  `torch.Tensor([3])` is `[3.]`, and `torch.Tensor(3.0)` is a TypeError. One pair of brackets changes data
+  into a shape. `torch.tensor(3)` is the 0-d int64 tensor `3`.
 - `torch.Tensor([1, 2])` is float32 `[1., 2.]`; `torch.tensor([1, 2])` is int64. Integer labels built with the
   legacy constructor become floats and then break `cross_entropy` or indexing.
 - Sharing surprises: `torch.Tensor(t)` for a tensor `t` of any dtype returns an alias with `t`'s dtype
@@ -43,7 +65,12 @@ What interviewers probe
 - dtype inference: Python floats are doubles, yet `torch.tensor([1.0])` is float32 (the default dtype;
   after `torch.set_default_dtype(torch.float64)` it is float64); `bool` is a subclass of `int`, yet
   `[True]` infers torch.bool; `[1, 2.5]` promotes to float32, `[1, 2j]` to complex64; an empty list gives
-  the default dtype. A numpy float64 array keeps float64.
+  the default dtype. A numpy float64 array, or a list holding one numpy float64 scalar, gives float64.
+- Copying a tensor: `t.detach()` shares memory, `t.clone()` stays in the graph, `torch.tensor(t)` works
+  but warns (read the warning: it names the spelling PyTorch wants).
+- Defaults: `torch.set_default_dtype` changes what floats and complex numbers become;
+  `torch.set_default_device` and `with torch.device(...)` change where factories build, except the legacy
+  constructor and the factories that share memory (`torch.from_numpy`).
 - Reproducibility without side effects: `torch.manual_seed` inside a helper changes the random numbers
   of every caller after it, on every device. Use `torch.Generator().manual_seed(seed)` and pass
   `generator=`.
@@ -53,27 +80,35 @@ What interviewers probe
 
 Your tasks
 ==========
-1. `legacy_equivalent(data)` - the tensor `torch.Tensor(data)` gives for a list of numbers.
-2. `inferred_dtype(data)` - the dtype `torch.tensor(data)` infers.
-3. `copy_and_share(a)` - one tensor that copies a numpy array, one that shares its memory.
-4. `seeded_normal(shape, seed)` - reproducible standard-normal numbers that leave the global RNG alone.
-5. `one_hot(labels, num_classes)` - float32 one-hot rows on the labels' device, with range checks.
-6. `constant_like(t, value)` - a tensor like `t` filled with `value`.
+1. `float_tensor(data)` - a floating tensor from data that may be a single number: always a value, never a
+   length; the caller's default dtype and device.
+2. `inferred_dtype(data)` - the dtype `torch.tensor(data)` infers, worked out by hand from the values.
+3. `detached_copy(t, requires_grad=False)` - a copy of a tensor that shares nothing with it: no memory, no
+   graph, and no warning.
+4. `copy_and_share(a)` - one tensor that copies a numpy array, one that shares its memory.
+5. `seeded_normal(shape, seed)` - reproducible standard-normal numbers that leave the global RNG alone.
+6. `one_hot(labels, num_classes)` - float32 one-hot rows on the labels' device, with range checks.
+7. `constant_like(t, value)` - a tensor like `t` filled with `value`.
 
 Follow-up questions
 ===================
 - Why might `torch.as_tensor(a)` copy even though it "shares when it can"? Name two cases.
-- What does `torch.tensor(t)` do when `t` is already a tensor, and what does PyTorch recommend instead?
+- `t.clone()`, `t.detach()` and `t.detach().clone()`: what does each share with `t`, and when do you want
+  each?
+- What dtype does `torch.tensor([np.float64(0.5), 1.0])` get, and what goes wrong when it meets a float32
+  model?
+- What does `torch.set_default_device("cuda")` change, what does it leave alone, and what does it cost?
 - How would you make data loading reproducible across several DataLoader worker processes?
 - When is `torch.empty` the right choice, and what goes wrong if you read from it first?
 
 Grading without a GPU
 =====================
-Device bugs pass on a machine without a GPU unless the grader looks for them. It does: `one_hot` also gets
-pretend CUDA labels (they report `cuda:0` and refuse to mix with CPU tensors as real ones do), `seeded_normal`
-also runs with a pretend GPU generator (so reseeding the GPUs shows), and `constant_like` also runs on the
-`meta` device. The tests marked `cuda` repeat the checks on a real GPU: only they see real device memory and
-real GPU generators.
+Device bugs pass on a machine without a GPU unless the grader looks for them. It does: `float_tensor` also
+runs with the `meta` device as the default device, `detached_copy` and `constant_like` also run on `meta`
+tensors, `detached_copy` and `one_hot` also get pretend CUDA tensors (they report `cuda:0` and refuse to mix
+with CPU tensors as real ones do), and `seeded_normal` also runs with a pretend GPU generator (so reseeding
+the GPUs shows). The tests marked `cuda` repeat the checks on a real GPU: only they see real device memory
+and real GPU generators.
 
 Grade this kata: `nox -s check -- 5`. Stuck? `nox -s hint -- 5`.
 """
@@ -85,40 +120,69 @@ import torch
 from torch import Tensor
 
 
-def legacy_equivalent(data: list) -> Tensor:
-    """Return what the legacy constructor `torch.Tensor(data)` returns for a (nested) list of numbers.
+def float_tensor(data: bool | int | float | list | tuple) -> Tensor:
+    """Return a new floating tensor holding `data`: a number is always a value, never a size.
 
     Args:
-        data: a list, possibly nested (rectangular), of Python bools, ints and floats, e.g. `[1, 2]`,
-            `[[1, 2.5], [3, 4]]`, `[3]` or `[]`.
+        data: a Python bool, int or float, or a (nested, rectangular) list or tuple of them, possibly empty:
+            `3`, `2.5`, `[3]`, `[1, 2.5]`, `[[1, 2], [3, 4]]`, `[]`. `data` is not modified.
 
     Returns:
-        A new float32 CPU tensor (float32 being the default dtype, which the grader leaves in place) that
-        does not require grad, holding those values, with the shape of the nesting: `[1, 2]` gives
-        float32 `[1., 2.]` of shape `(2,)`, `[3]` gives `[3.]` of shape `(1,)` (a value, not a length),
-        `[]` gives an empty tensor of shape `(0,)`. Integers and bools become floats (True -> 1.0).
-        `data` is not modified.
+        A new tensor with dtype `torch.get_default_dtype()` (as it is when called: float32 unless the caller
+        changed it) on the default device (the CPU, unless the caller used `torch.set_default_device(d)` or
+        a `with torch.device(d):` block; the grader uses `meta`), that does not require grad. It holds the
+        values (True -> 1.0, False -> 0.0) in the shape of the nesting: a bare number gives a 0-d tensor
+        (`3` -> `tensor(3.)`), `[3]` gives shape `(1,)`, `[[1, 2], [3, 4]]` shape `(2, 2)`, `[]` shape
+        `(0,)`. Each value is rounded once, from the Python number straight to the default dtype (never
+        through another floating dtype on the way).
     """
     raise NotImplementedError  # TODO: replace this line with your implementation
 
 
-def inferred_dtype(data: list) -> torch.dtype:
-    """Return the dtype that `torch.tensor(data)` infers for a (nested) list of Python scalars.
+def inferred_dtype(data: list | tuple) -> torch.dtype:
+    """Return the dtype `torch.tensor(data)` would infer for `data`, worked out from the values themselves.
 
-    With torch's default dtype left at float32 (as the grader leaves it):
+    Equivalence: `inferred_dtype(data) == torch.tensor(data).dtype` for every `data` below, whatever the
+    default dtype is when it is called (the grader sets it to float32, float64 and float16, and restores it).
 
-    - only bools -> `torch.bool`;
-    - ints (and possibly bools) -> `torch.int64`;
-    - any float, none complex -> `torch.float32` (the default dtype);
-    - any complex -> `torch.complex64` (the default dtype's complex partner);
-    - the empty list `[]` -> `torch.float32` (the default dtype).
+    Rule: the function creates no tensor and no NumPy array, so it cannot ask torch or NumPy to infer
+    anything: no `torch.tensor`, `torch.as_tensor`, `torch.asarray`, `torch.full`, `torch.result_type`,
+    `np.array`, ... (the grader records the calls). Working with dtype objects is fine:
+    `torch.get_default_dtype()`, `torch.promote_types`, `torch.can_cast` and the methods of a `torch.dtype`.
 
     Args:
-        data: a list, possibly nested (rectangular), of Python bools, ints, floats and complex numbers.
-            It is not modified.
+        data: a list or tuple, possibly nested (rectangular) and possibly empty (`[]`, `[[], []]`), whose
+            innermost elements are Python bools, ints (within int64), floats and complex numbers (not NumPy
+            scalars or tensors, which bring dtypes of their own). It is not modified.
 
     Returns:
-        A `torch.dtype` object (not its name as a string), one of the four above.
+        A `torch.dtype` object (not its name as a string). With the default float32 these are `torch.bool`,
+        `torch.int64`, `torch.float32` and `torch.complex64`.
+
+    Raises:
+        TypeError: if an innermost element is anything else (`None`, a `str`, a `dict`, ...), however deep.
+    """
+    raise NotImplementedError  # TODO: replace this line with your implementation
+
+
+def detached_copy(t: Tensor, requires_grad: bool = False) -> Tensor:
+    """Return a copy of `t` that shares nothing with it: neither memory nor autograd graph.
+
+    Equivalence: the tensor `torch.tensor(t, requires_grad=requires_grad)` returns, without the UserWarning
+    that call gives (this function warns about nothing: the grader records warnings).
+
+    Args:
+        t: any tensor: a leaf or the result of a computation, requiring grad or not, of any dtype, on any
+            device (the `meta` device included). `requires_grad=True` only for a floating or complex `t`.
+        requires_grad: whether the copy requires grad.
+
+    Returns:
+        A new tensor with `t`'s shape, dtype, device and values (NaN where `t` has NaN).
+        - It owns its memory: writing into it leaves `t` as it was, and writing into `t` leaves it as it was.
+        - It is a leaf of no graph: `grad_fn` is None, and `requires_grad` is exactly `requires_grad`.
+          With `requires_grad=True`, backpropagating a function of the copy fills the copy's `.grad` and
+          never reaches `t` (nor anything `t` was computed from).
+        `t` is not modified: its values, `requires_grad`, `grad_fn` and `.grad` stay as they were.
     """
     raise NotImplementedError  # TODO: replace this line with your implementation
 

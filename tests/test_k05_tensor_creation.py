@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import random
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,7 +21,7 @@ from torch.utils import _pytree as pytree
 
 from kata_harness import load_kata
 from kata_harness.fake_cuda import FakeCudaTensor, fake_cuda, on_fake_cuda
-from kata_harness.testing import assert_close
+from kata_harness.testing import assert_close, record_torch_calls
 
 kata = load_kata("k05_tensor_creation")
 
@@ -95,127 +96,549 @@ small_floats = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width
 small_complex = st.complex_numbers(max_magnitude=1e3, allow_nan=False, allow_infinity=False)
 numbers = st.one_of(st.booleans(), small_ints, small_floats)
 scalar_kinds = {"bool": st.booleans(), "int": small_ints, "float": small_floats, "complex": small_complex}
+DEFAULT_DTYPES = (torch.float32, torch.float64, torch.float16)
 
 
-# ----------------------------------------------------------------------------------------- legacy_equivalent
+@contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """`torch.set_default_dtype(dtype)` for the block, restored after it."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+        assert torch.get_default_dtype() == dtype, (
+            f"the default dtype was {dtype} before the call and is {torch.get_default_dtype()} after it: the "
+            "kata changed a torch-wide setting (torch.set_default_dtype) and did not restore it - read the "
+            "default dtype, never set it"
+        )
+    finally:
+        torch.set_default_dtype(old)
+
+
+def _unchanged(data: object, original: object) -> bool:
+    """Equal values AND the same Python types (True == 1 == 1.0, so == alone misses a converted element)."""
+    leaves, before = pytree.tree_leaves(data), pytree.tree_leaves(original)
+    return data == original and [type(x) for x in leaves] == [type(x) for x in before]
+
+
+# ---------------------------------------------------------------------------------------------- float_tensor
+
+
+def _call_float_tensor(data: object) -> torch.Tensor:
+    """kata.float_tensor(data), with one teaching line when it raises or returns something else."""
+    try:
+        out = kata.float_tensor(data)
+    except NotImplementedError:
+        raise
+    except (TypeError, RuntimeError, ValueError) as exc:
+        pytest.fail(
+            f"float_tensor({data!r}) raised {type(exc).__name__}: {exc}. Likely cause: the legacy "
+            "constructor `torch.Tensor(data)`, which takes a bare number as a size (`torch.Tensor(3)` is 3 "
+            "uninitialised values) and refuses a float (`torch.Tensor(2.5)` is a TypeError) - a factory "
+            "that reads its argument as data accepts a bare number too",
+            pytrace=False,
+        )
+    assert isinstance(out, torch.Tensor), (
+        f"float_tensor({data!r}) returned {type(out).__name__}, not a Tensor"
+    )
+    return out
+
+
+@pytest.mark.parametrize("data", [3, 0, 1, 7, -2, 2.5, True, False], ids=repr)
+def test_float_tensor_single_number_is_a_value_not_a_length(data: bool | int | float) -> None:
+    out = _call_float_tensor(data)
+    assert tuple(out.shape) == (), (
+        f"float_tensor({data!r}) has shape {tuple(out.shape)}, expected () (a 0-d tensor holding the value). "
+        "Likely cause: `torch.Tensor(n)` / `torch.empty(n)` read an int as a size (n uninitialised values), "
+        "or the number was wrapped in a list ([data] gives shape (1,))"
+    )
+    assert out.dtype == torch.float32, (
+        f"float_tensor({data!r}) has dtype {out.dtype}, expected torch.float32 (the default dtype); likely "
+        "cause: `torch.tensor(data)` infers int64 for an int and bool for a bool - say which dtype you want"
+    )
+    assert out.item() == float(data), f"float_tensor({data!r}) holds {out.item()!r}, expected {float(data)!r}"
 
 
 @given(case=nested_lists(numbers))
-def test_legacy_equivalent_is_float32_for_every_element_type(case: tuple[list, tuple]) -> None:
-    data, _ = case
+def test_float_tensor_values_shape_and_dtype(case: tuple[list, tuple]) -> None:
+    data, shape = case
     original = copy.deepcopy(data)
-    out = kata.legacy_equivalent(data)
-    assert data == original and [type(x) for x in pytree.tree_leaves(data)] == [
-        type(x) for x in pytree.tree_leaves(original)
-    ], (
-        f"legacy_equivalent changed its argument: {original!r} is now {data!r}; likely cause: converting "
-        "the elements in place (data[i] = float(...)) - build the tensor from the list, leave the list alone"
+    out = _call_float_tensor(data)
+    assert _unchanged(data, original), (
+        f"float_tensor changed its argument: {original!r} is now {data!r}; likely cause: converting the "
+        "elements in place (data[i] = float(...)) - build the tensor from the list, leave the list alone"
     )
-    assert isinstance(out, torch.Tensor), f"expected a torch.Tensor, got {type(out).__name__}"
     assert out.dtype == torch.float32, (
-        f"legacy_equivalent({data!r}) returned dtype {out.dtype}, expected torch.float32; likely cause: "
-        "`torch.tensor(data)` infers int64/bool from the values - the legacy constructor converts data to "
-        "the default dtype (float32 here), so say `dtype=torch.float32`"
+        f"float_tensor({data!r}) returned dtype {out.dtype}, expected torch.float32 (the default dtype); "
+        "likely cause: `torch.tensor(data)` infers int64/bool from the values - say which dtype you want"
+    )
+    assert tuple(out.shape) == shape, (
+        f"float_tensor({data!r}) has shape {tuple(out.shape)}, expected {shape} (the nesting of the list); "
+        "likely cause: the list was flattened, wrapped in another list, or read as sizes"
     )
     assert out.device.type == "cpu" and not out.requires_grad, (
-        f"legacy_equivalent({data!r}) returned a tensor on {out.device} with requires_grad="
-        f"{out.requires_grad}; `torch.Tensor(data)` gives a CPU tensor that does not require grad"
+        f"float_tensor({data!r}) returned a tensor on {out.device} with requires_grad={out.requires_grad}; "
+        "expected the default device (the CPU here) and no requires_grad"
     )
-
-
-@given(case=nested_lists(numbers))
-def test_legacy_equivalent_values_and_shape(case: tuple[list, tuple]) -> None:
-    data, shape = case
-    out = kata.legacy_equivalent(data)
-    assert tuple(out.shape) == shape, (
-        f"legacy_equivalent({data!r}) has shape {tuple(out.shape)}, expected {shape} (the nesting of the "
-        "list); likely cause: the list was flattened, transposed, or read as a size"
-    )
-    expected = torch.tensor(np.array(data, dtype=np.float64))
+    # Every element is a bool, an int within +-1000 or a float32-representable float: exact in float32
+    # whichever way it is converted, so any correct code matches torch's own conversion bit for bit.
     assert_close(
-        out.double(),
-        expected,
-        rtol=1e-6,
-        atol=1e-6,
-        what=f"legacy_equivalent({data!r})",
-        likely_cause="values rounded or truncated (e.g. converted through an integer dtype), or the list "
-        "read as sizes of an uninitialised tensor",
+        out,
+        torch.tensor(data, dtype=torch.float32),
+        rtol=0,
+        atol=0,
+        what=f"float_tensor({data!r})",
+        likely_cause="values rounded or truncated (e.g. converted through an integer dtype), or an "
+        "uninitialised tensor of that size instead of the values",
     )
 
 
-def test_legacy_equivalent_single_number_is_a_value_not_a_length() -> None:
-    for data in ([3], [7.0], [[5]]):
-        out = kata.legacy_equivalent(data)
-        expected = torch.tensor(data, dtype=torch.float64)
-        assert tuple(out.shape) == tuple(expected.shape), (
-            f"legacy_equivalent({data!r}) has shape {tuple(out.shape)}, expected {tuple(expected.shape)}; "
-            "likely cause: the number was used as a size, as `torch.Tensor(3)` or `torch.empty(3)` do"
+@pytest.mark.parametrize(
+    ("data", "shape"),
+    [
+        ([3], (1,)),
+        ([[5]], (1, 1)),
+        ([2.5], (1,)),
+        ((1, 2), (2,)),
+        (((1, 2), (3, 4)), (2, 2)),
+        ([], (0,)),
+        ([[]], (1, 0)),
+    ],
+    ids=repr,
+)
+def test_float_tensor_short_lists_and_tuples(data: list | tuple, shape: tuple[int, ...]) -> None:
+    out = _call_float_tensor(data)
+    assert (tuple(out.shape), out.dtype) == (shape, torch.float32), (
+        f"float_tensor({data!r}) gave shape {tuple(out.shape)}, dtype {out.dtype}; expected {shape}, "
+        "torch.float32. Likely cause: a one-element list read as a size or unwrapped to a 0-d tensor, a "
+        "tuple not read as a sequence, or `torch.tensor([])` left without a dtype"
+    )
+    assert_close(out, torch.tensor(data, dtype=torch.float32), rtol=0, atol=0, what=f"float_tensor({data!r})")
+
+
+# 0.1 and 1/3 are not float32 numbers: a result routed through float32 is off by ~1e-9 relative in float64.
+# For float16, values it holds exactly, so that any correct conversion gives the same bits.
+DTYPE_CASES = {
+    torch.float64: [[0.1, 2], [True, 1 / 3]],
+    torch.float16: [[0.5, 2], [True, -1.25]],
+}
+
+
+@pytest.mark.parametrize("dtype", list(DTYPE_CASES), ids=str)
+def test_float_tensor_follows_the_default_dtype(dtype: torch.dtype) -> None:
+    for data in (DTYPE_CASES[dtype], 3, [7], []):
+        with default_dtype(dtype):
+            out = _call_float_tensor(data)
+            expected = torch.tensor(data, dtype=dtype)
+        assert out.dtype == dtype, (
+            f"with torch.set_default_dtype({dtype}), float_tensor({data!r}) has dtype {out.dtype}; expected "
+            f"{dtype}. Likely cause: `dtype=torch.float32` or `.float()` hard-codes float32 - the default "
+            "dtype is whatever `torch.get_default_dtype()` says when the function is called"
         )
         assert_close(
-            out.double(),
+            out,
             expected,
             rtol=0,
             atol=0,
-            what=f"legacy_equivalent({data!r})",
-            likely_cause="an uninitialised or zero-filled tensor of that size instead of the value itself",
+            what=f"float_tensor({data!r}) with default dtype {dtype}",
+            likely_cause="the values went through float32 on the way (e.g. `torch.tensor(data, "
+            "dtype=torch.float32).to(torch.get_default_dtype())`): 0.1 and 1/3 lose digits there",
         )
 
 
-def test_legacy_equivalent_empty_list() -> None:
-    out = kata.legacy_equivalent([])
-    assert out.dtype == torch.float32 and tuple(out.shape) == (0,), (
-        f"legacy_equivalent([]) gave dtype {out.dtype}, shape {tuple(out.shape)}; expected float32 of shape "
-        "(0,)"
+def _set_default_meta() -> Iterator[None]:
+    torch.set_default_device("meta")
+    try:
+        yield
+    finally:
+        torch.set_default_device(None)
+
+
+DEFAULT_DEVICE_WAYS = {
+    "with torch.device('meta')": lambda: torch.device("meta"),
+    "torch.set_default_device('meta')": contextmanager(_set_default_meta),
+}
+
+
+@pytest.mark.parametrize("way", list(DEFAULT_DEVICE_WAYS))
+def test_float_tensor_follows_the_default_device(way: str) -> None:
+    for data, shape in (([1, 2.5], (2,)), (3, ()), ([[1, 2], [3, 4]], (2, 2)), ([], (0,))):
+        with DEFAULT_DEVICE_WAYS[way]():
+            out = _call_float_tensor(data)
+        assert (out.device.type, out.dtype, tuple(out.shape)) == ("meta", torch.float32, shape), (
+            f"under {way}, float_tensor({data!r}) gave device {out.device}, dtype {out.dtype}, shape "
+            f"{tuple(out.shape)}; expected meta, torch.float32, {shape}. Likely cause: `device='cpu'` "
+            "hard-coded, or the legacy constructor `torch.Tensor(...)`, which builds on the CPU whatever the "
+            "default device (torch.tensor and the other factories follow it)"
+        )
+
+
+@pytest.mark.cuda
+def test_float_tensor_follows_a_cuda_default_device() -> None:
+    with torch.device("cuda"):
+        out = kata.float_tensor([[1, 2.5], [3, True]])
+    assert out.device.type == "cuda" and out.dtype == torch.float32, (
+        f"under `with torch.device('cuda')`, float_tensor gave {out.dtype} on {out.device}; expected float32 "
+        "on cuda"
+    )
+    assert_close(
+        out.cpu(), torch.tensor([[1.0, 2.5], [3.0, 1.0]]), rtol=0, atol=0, what="float_tensor on cuda"
     )
 
 
 # -------------------------------------------------------------------------------------------- inferred_dtype
+
+INFERENCE_CAUSE = (
+    "looking only at the first element (a mix promotes to the widest kind present), testing "
+    "`isinstance(x, int)` before `bool` (bool is a subclass of int), or mapping Python float to float64 / "
+    "complex to complex128 (torch uses the default dtype and its complex partner)"
+)
+
+
+def _expected_dtype(data: list | tuple) -> torch.dtype:
+    """torch's own answer, under whatever default dtype is set (complex32 warns that it is experimental)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.tensor(data).dtype
+
+
+def _call_inferred_dtype(data: list | tuple) -> object:
+    try:
+        return kata.inferred_dtype(data)
+    except (NotImplementedError, TypeError):
+        raise
+    except RecursionError:
+        pytest.fail(
+            f"inferred_dtype({data!r}) never stopped recursing; likely cause: a str treated as a nested "
+            "sequence (a one-character string is a sequence whose only element is itself) - recurse into "
+            "lists and tuples only",
+            pytrace=False,
+        )
 
 
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
         ([True, False], torch.bool),
+        ([[[True]]], torch.bool),
         ([1, 2, 3], torch.int64),
         ([True, 2], torch.int64),
+        ([2, True], torch.int64),
         ([1.0, 2.0], torch.float32),
         ([1, 2.5], torch.float32),
         ([[True], [2.5]], torch.float32),
+        ((1, 2.5), torch.float32),
+        ([(1, 2), (3, 4)], torch.int64),
         ([1j, 2], torch.complex64),
+        ([True, 1j], torch.complex64),
         ([[1.5, 2], [3, 1 + 1j]], torch.complex64),
         ([], torch.float32),
+        ([[], []], torch.float32),
+        ((), torch.float32),
     ],
+    ids=repr,
 )
 def test_inferred_dtype_examples(data: list, expected: torch.dtype) -> None:
     original = copy.deepcopy(data)
-    got = kata.inferred_dtype(data)
+    got = _call_inferred_dtype(data)
     assert isinstance(got, torch.dtype), (
         f"inferred_dtype({data!r}) returned {type(got).__name__} {got!r}, expected the torch.dtype object "
         f"{expected!r}; likely cause: returning str(dtype) or a NumPy dtype instead of the dtype itself"
     )
-    assert data == original, (
+    assert _unchanged(data, original), (
         f"inferred_dtype changed its argument: {original!r} is now {data!r}; likely cause: flattening or "
         "converting the list in place (pop, sort, data[i] = ...) - read it, do not change it"
     )
     assert got == expected, (
-        f"inferred_dtype({data!r}) returned {got!r}, expected {expected!r}; likely cause: looking only at "
-        "the first element (a mix promotes to the widest kind present), testing `isinstance(x, int)` before "
-        "`bool` (bool is a subclass of int), or mapping Python float to float64 / complex to complex128 "
-        "(torch uses the default dtype, float32, and its complex partner complex64)"
+        f"inferred_dtype({data!r}) returned {got!r}, expected {expected!r}; likely cause: "
+        + (INFERENCE_CAUSE)
     )
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16], ids=str)
+def test_inferred_dtype_follows_the_default_dtype(dtype: torch.dtype) -> None:
+    for data in ([1.0, 2], [[True], [0.5]], [1j, 2.0], [True, 1j], [], [[], []], [True], [1, 2]):
+        with default_dtype(dtype):
+            expected = _expected_dtype(data)
+            got = _call_inferred_dtype(data)
+        assert got == expected, (
+            f"with torch.set_default_dtype({dtype}), inferred_dtype({data!r}) returned {got!r}; torch.tensor "
+            f"infers {expected!r}. Likely cause: float32 or complex64 hard-coded - floats take the default "
+            "dtype as it is when the function is called (`torch.get_default_dtype()`), complex numbers its "
+            "complex partner (complex128 for float64, complex32 for float16), and so does a list with no "
+            "numbers in it"
+        )
+
+
+@settings(max_examples=30)
 @given(data=st.data())
 def test_inferred_dtype_matches_torch_tensor(data: st.DataObject) -> None:
     # First pick which Python types appear, so that every mix is tried, not mostly all-complex lists.
     kinds = data.draw(st.sets(st.sampled_from(sorted(scalar_kinds)), min_size=1), label="kinds")
-    nested, _ = data.draw(nested_lists(st.one_of(*(scalar_kinds[k] for k in sorted(kinds)))), label="data")
-    expected = torch.tensor(nested).dtype
-    got = kata.inferred_dtype(nested)
+    elements = st.one_of(*(scalar_kinds[k] for k in sorted(kinds)))
+    min_len = data.draw(st.sampled_from([1, 1, 0]), label="min_len")  # sometimes empty rows: [[], []]
+    nested, _ = data.draw(nested_lists(elements, min_len=min_len), label="data")
+    dtype = data.draw(st.sampled_from(DEFAULT_DTYPES), label="default dtype")
+    with default_dtype(dtype):
+        expected = _expected_dtype(nested)
+        got = _call_inferred_dtype(nested)
     assert got == expected, (
-        f"inferred_dtype({nested!r}) returned {got!r}, but torch.tensor(data).dtype is {expected!r}; likely "
-        "cause: only the first element (or first row) was inspected, or bools were counted as ints"
+        f"with default dtype {dtype}, inferred_dtype({nested!r}) returned {got!r}, but "
+        f"torch.tensor(data).dtype is {expected!r}; likely cause: " + INFERENCE_CAUSE
     )
+
+
+@contextmanager
+def record_numpy_calls() -> Iterator[list[str]]:
+    """Record the NumPy functions that build an array or infer a dtype, called inside the block."""
+    calls: list[str] = []
+    names = (
+        "array",
+        "asarray",
+        "asanyarray",
+        "ascontiguousarray",
+        "fromiter",
+        "result_type",
+        "min_scalar_type",
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        for name in names:
+
+            def spy(*args: object, _real: object = getattr(np, name), _name: str = name, **kwargs: object):
+                calls.append(f"np.{_name}")
+                return _real(*args, **kwargs)  # type: ignore[operator]
+
+            patch.setattr(np, name, spy)
+        yield calls
+
+
+ALLOWED_CALLS = {"torch.promote_types", "torch.can_cast", "torch.get_default_dtype"}
+
+
+def test_inferred_dtype_is_worked_out_by_hand() -> None:
+    cases = ([True, 2], [[1, 2.5], [3, 4]], [1j, True], [], [[True], [False]])
+    with record_torch_calls() as calls, record_numpy_calls() as np_calls:
+        got = [_call_inferred_dtype(data) for data in cases]
+    expected = [_expected_dtype(data) for data in cases]
+    bad = sorted(set(np_calls) | {c for c in calls if c not in ALLOWED_CALLS})
+    assert not bad, (
+        f"inferred_dtype called {bad}; the task is to work the dtype out from the Python values yourself. "
+        "Building a tensor or an array (torch.tensor, torch.as_tensor, torch.asarray, torch.full, np.array, "
+        "...) or asking torch.result_type hands the inference to the library. Allowed: isinstance and "
+        f"friends, `torch.get_default_dtype()`, {sorted(ALLOWED_CALLS - {'torch.get_default_dtype'})} and "
+        "dtype methods"
+    )
+    assert got == expected, f"inferred_dtype gave {got} for {list(cases)}, expected {expected}"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [[None], [1, "a"], [[1.0], ["xy"]], [1, {}], ((1, 2), (3, None)), [[[b"raw"]]]],
+    ids=repr,
+)
+def test_inferred_dtype_rejects_what_is_not_a_number(data: list | tuple) -> None:
+    ok = _call_inferred_dtype([1, 2.5])  # the happy path must work before the error path counts
+    assert ok == torch.float32, f"inferred_dtype([1, 2.5]) returned {ok!r}, expected torch.float32"
+    try:
+        got = _call_inferred_dtype(data)
+    except TypeError:
+        return
+    pytest.fail(
+        f"inferred_dtype({data!r}) returned {got!r}; expected TypeError (torch.tensor refuses it too). "
+        "Likely cause: a fallback that treats anything unknown as a float (or as the default dtype) - "
+        "accept bool, int, float and complex, recurse into lists and tuples, raise TypeError for the rest",
+        pytrace=False,
+    )
+
+
+# --------------------------------------------------------------------------------------------- detached_copy
+
+
+def _detached_copy(t: torch.Tensor, **kwargs: bool) -> torch.Tensor:
+    """_detached_copy(t, ...) with its warnings silenced: test_detached_copy_warns_nothing judges those."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return kata.detached_copy(t, **kwargs)
+
+
+copy_dtypes = st.sampled_from(
+    [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.complex64, torch.int64, torch.int32,
+     torch.uint8, torch.bool]
+)  # fmt: skip
+
+
+def _source(dtype: torch.dtype, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Distinct, nonzero values of `dtype` (a NaN among floating ones), so that a write of 0 shows."""
+    n = int(np.prod(shape))
+    values = (torch.randperm(max(n, 1), generator=torch.Generator().manual_seed(seed))[:n] % 100 + 1).reshape(
+        shape
+    )
+    t = values.to(dtype)
+    if dtype.is_floating_point and n > 1:
+        t.view(-1)[-1] = float("nan")
+    return t
+
+
+def _check_same(out: object, t: torch.Tensor, what: str) -> None:
+    """out has t's type, shape, dtype and values (NaN where t has NaN)."""
+    assert isinstance(out, torch.Tensor), f"{what} returned {type(out).__name__}, not a Tensor"
+    assert (tuple(out.shape), out.dtype, out.device) == (tuple(t.shape), t.dtype, t.device), (
+        f"{what} gave shape {tuple(out.shape)}, dtype {out.dtype}, device {out.device}; expected "
+        f"{tuple(t.shape)}, {t.dtype}, {t.device}. Likely cause: a round trip through Python lists or NumPy "
+        "(which re-infers the dtype, has no bfloat16 and lives on the CPU), or a conversion such as .float()"
+    )
+    torch.testing.assert_close(
+        out.detach(),
+        t.detach(),
+        rtol=0,
+        atol=0,
+        equal_nan=True,
+        msg=lambda generated: f"{what}: the values differ from t's.\n{generated}",
+    )
+
+
+@given(dtype=copy_dtypes, shape=st.lists(st.integers(0, 4), max_size=3).map(tuple), seed=st.integers(0, 99))
+def test_detached_copy_same_shape_dtype_and_values(dtype: torch.dtype, shape: tuple, seed: int) -> None:
+    t = _source(dtype, shape, seed)
+    before = t.clone()
+    out = _detached_copy(t)
+    _check_same(out, before, f"detached_copy(a {dtype} tensor of shape {shape})")
+    _check_same(t, before, "t after detached_copy(t) (it must not change)")
+    assert not out.requires_grad, "detached_copy(t) requires grad; by default the copy must not"
+
+
+@pytest.mark.parametrize("kind", ["leaf requiring grad", "result of a computation", "plain tensor"])
+def test_detached_copy_owns_its_memory(kind: str) -> None:
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=kind != "plain tensor")
+    t = w * 2 if kind == "result of a computation" else w
+    out = _detached_copy(t)
+    _check_same(out, t, f"detached_copy of a {kind}")
+    with torch.no_grad():
+        out[0] = -100.0
+    assert t[0].item() != -100.0, (
+        f"writing into detached_copy(t) changed t ({kind}): they share memory. Likely cause: `t.detach()` "
+        "(or `t.data`, `t.view(...)`, `t.detach().contiguous()`) leaves the graph but copies nothing - a "
+        "copy needs new memory"
+    )
+    with torch.no_grad():
+        t[1] = -200.0
+    assert out[1].item() != -200.0, f"writing into t ({kind}) changed the copy: they share memory"
+
+
+def test_detached_copy_is_a_leaf_outside_the_graph() -> None:
+    w = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    for kind, t in (("a leaf that requires grad", w), ("the result w * 2 of a computation", w * 2)):
+        grad_fn = t.grad_fn
+        out = _detached_copy(t)
+        assert out.grad_fn is None and not out.requires_grad and out.is_leaf, (
+            f"detached_copy of {kind} returned a tensor with requires_grad={out.requires_grad}, grad_fn="
+            f"{out.grad_fn}: it is still in t's graph. Likely cause: `t.clone()` (or `torch.empty_like(t)"
+            ".copy_(t)`, `copy.deepcopy(t)`) copies the memory but keeps the graph - gradients would flow "
+            "back through the copy into t"
+        )
+        assert t.requires_grad and t.grad_fn is grad_fn and (not t.is_leaf or t.grad is None), (
+            f"detached_copy changed t ({kind}): requires_grad={t.requires_grad}, grad_fn={t.grad_fn}, "
+            f"grad={t.grad}. Likely cause: `t.detach_()` or `t.requires_grad_(False)` work on the caller's "
+            "tensor in place - leave t alone"
+        )
+
+
+def test_detached_copy_with_requires_grad_is_a_new_leaf() -> None:
+    w = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    plain = torch.tensor([0.5, 1.5])
+    for kind, t in (("the leaf w", w), ("w * 3", w * 3), ("a tensor that does not require grad", plain)):
+        out = _detached_copy(t, requires_grad=True)
+        assert out.requires_grad and out.is_leaf and out.grad_fn is None, (
+            f"detached_copy({kind}, requires_grad=True) gave requires_grad={out.requires_grad}, is_leaf="
+            f"{out.is_leaf}, grad_fn={out.grad_fn}; expected a new leaf that requires grad. Likely cause: "
+            "the requires_grad argument ignored, or the copy left in t's graph (`t.clone()`)"
+        )
+        (out * 2).sum().backward()
+        assert out.grad is not None and torch.equal(out.grad, torch.full_like(out, 2.0)), (
+            f"backward through 2 * detached_copy({kind}, requires_grad=True) left the copy's .grad at "
+            f"{out.grad}; expected all 2s"
+        )
+        assert w.grad is None, (
+            f"backward through detached_copy({kind}, requires_grad=True) reached w (w.grad = {w.grad}); the "
+            "copy must start a graph of its own. Likely cause: `t.clone().requires_grad_()` - clone is "
+            "differentiable, so the copy is still a function of t"
+        )
+    out = _detached_copy(w, requires_grad=False)
+    assert not out.requires_grad, (
+        "detached_copy(w, requires_grad=False) requires grad; likely cause: `.requires_grad_()` without the "
+        "argument (its default is True), or `copy.deepcopy(t)`, which keeps t's flag"
+    )
+
+
+def test_detached_copy_warns_nothing(recwarn: pytest.WarningsRecorder) -> None:
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    sources = {"a leaf that requires grad": w, "a computed tensor": w * 2, "a plain tensor": torch.arange(3)}
+    for kind, t in sources.items():
+        for requires_grad in (False, True) if t.is_floating_point() else (False,):
+            recwarn.clear()
+            out = kata.detached_copy(t, requires_grad=requires_grad)
+            assert not recwarn.list, (
+                f"detached_copy({kind}, requires_grad={requires_grad}) warned: "
+                f"{recwarn.list[0].category.__name__}: {str(recwarn.list[0].message).rstrip('.')}. Likely "
+                "cause: `torch.tensor(t)` (or `t.new_tensor(t)`), which copies correctly but warns every "
+                "time - write the copy the way the warning recommends"
+            )
+            assert out.requires_grad == requires_grad and out.grad_fn is None, (
+                f"detached_copy({kind}, requires_grad={requires_grad}) gave requires_grad="
+                f"{out.requires_grad}, grad_fn={out.grad_fn}"
+            )
+
+
+def test_detached_copy_keeps_meta_device() -> None:
+    t = torch.empty(3, 5, dtype=torch.float64, device="meta", requires_grad=True)
+    out = _detached_copy(t)
+    assert (out.device.type, out.dtype, tuple(out.shape), out.requires_grad) == (
+        "meta",
+        torch.float64,
+        (3, 5),
+        False,
+    ), (
+        f"detached_copy of a meta float64 (3, 5) tensor that requires grad gave device {out.device}, dtype "
+        f"{out.dtype}, shape {tuple(out.shape)}, requires_grad={out.requires_grad}; expected meta, float64, "
+        "(3, 5), False. Likely cause: a copy made on the CPU (`.cpu()`, `.tolist()` or `.numpy()` on the "
+        "way) - copy on the tensor's own device"
+    )
+
+
+def test_detached_copy_keeps_gpu_device_without_a_gpu() -> None:
+    t = on_fake_cuda(torch.tensor([[1.0, -2.0], [3.5, float("nan")]], requires_grad=True))
+    with fake_cuda():
+        try:
+            out = _detached_copy(t)
+        except NotImplementedError:
+            raise
+        except (RuntimeError, TypeError) as exc:
+            pytest.fail(
+                f"detached_copy raised on a tensor on cuda:0 (a pretend one: this check runs without a GPU): "
+                f"{exc}. Likely cause: `.numpy()` or a CPU tensor mixed in - copy on the tensor's own device",
+                pytrace=False,
+            )
+    assert type(out) is FakeCudaTensor, (
+        "detached_copy of a tensor on cuda:0 returned a CPU tensor (checked with a pretend CUDA tensor, so "
+        "this runs without a GPU); likely cause: `.cpu()`, `.tolist()` or a round trip through NumPy"
+    )
+    plain = out.as_subclass(torch.Tensor)
+    assert not plain.requires_grad and plain.grad_fn is None, "detached_copy of a cuda:0 tensor requires grad"
+    _check_same(plain, t.detach().as_subclass(torch.Tensor), "detached_copy on cuda:0 (pretend)")
+
+
+@pytest.mark.cuda
+def test_detached_copy_on_cuda() -> None:
+    w = torch.tensor([1.0, 2.0, 3.0], device="cuda", requires_grad=True)
+    t = w * 2
+    out = _detached_copy(t)
+    _check_same(out, t, "detached_copy on cuda")
+    assert out.grad_fn is None and not out.requires_grad, (
+        "detached_copy of a CUDA tensor is still in the graph"
+    )
+    with torch.no_grad():
+        out[0] = -1.0
+    assert t[0].item() == 2.0, "writing into detached_copy(t) changed t on cuda: they share memory"
 
 
 # -------------------------------------------------------------------------------------------- copy_and_share
