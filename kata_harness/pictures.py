@@ -30,19 +30,20 @@ def _focal_vs_cross_entropy(plt: Any) -> None:
 
 
 def _warmup_then_cosine(plt: Any) -> None:
-    steps, warmup, peak, floor = 1000, 100, 1.0, 0.1
+    # As kata 7's warmup_cosine: LinearLR from start_factor to 1 over the warm-up, then CosineAnnealingLR.
+    steps, warmup, start, floor = 1000, 100, 0.1, 0.1
 
     def factor(step: int) -> float:
         if step < warmup:
-            return peak * (step + 1) / warmup
-        progress = (step - warmup) / (steps - warmup)
-        return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+            return start + (1 - start) * step / warmup
+        progress = min(1.0, (step - warmup) / (steps - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
-    plt.plot(range(steps), [factor(step) for step in range(steps)])
+    plt.plot(range(steps + 100), [factor(step) for step in range(steps + 100)])
     plt.axvline(warmup, linestyle=":", color="grey")
     plt.xlabel("optimizer step")
     plt.ylabel("learning rate / peak learning rate")
-    plt.title("Linear warm-up for 100 steps, then cosine decay to 10%")
+    plt.title("Linear warm-up from 10% for 100 steps, cosine decay to 10%, then flat")
 
 
 def _grad_scaler_scale(plt: Any) -> None:
