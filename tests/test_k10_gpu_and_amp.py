@@ -1,15 +1,18 @@
-"""Grader for k10_gpu_and_amp: choosing a device, moving nested batches, one AMP step, GPU facts.
+"""Grader for k10_gpu_and_amp: device choice, moving nested batches, one AMP step, timing, training memory.
 
-Everything runs on CPU (bfloat16 autocast, a CPU GradScaler, the `meta` device for movement, faked device
-availability); the tests marked `cuda` repeat the float16 path, movement and the GPU summary on a real GPU.
-Only those can catch a step that ignores `device_type` (a hard-coded `torch.autocast("cpu")`): on a machine
-without CUDA, `torch.autocast("cuda")` disables itself, so there is no CPU stand-in for it.
+Everything runs on CPU: bfloat16 and float16 autocast with a CPU GradScaler, the `meta` device for movement
+and for a model too big to allocate, faked device availability, and a simulated GPU (a stand-in for
+`torch.cuda` whose kernels finish later than they are queued) for the timing helper. The memory estimate is
+compared with what `torch.optim` really allocates on a step. The tests marked `cuda` repeat the AMP step and
+movement on a real GPU and time real kernels. Only those can catch a step that ignores `device_type` (a
+hard-coded `torch.autocast("cpu")`): on a machine without CUDA, `torch.autocast("cuda")` disables itself, so
+there is no CPU stand-in for it.
 """
 
 import copy
+import time
 from collections import OrderedDict, namedtuple
-from collections.abc import Iterator
-from types import SimpleNamespace
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import pytest
@@ -307,6 +310,12 @@ def test_move_to_moves_a_nested_batch_to_cuda() -> None:
 
 # --------------------------------------------------------------------------------------------- amp_train_step
 
+# The loss scale of the value tests: a power of two, so scaling and unscaling are exact, and small enough
+# that no float16 gradient of this problem overflows (at the default 2**16 some seeds do, and the step is
+# then skipped, as it should be, which is not what those tests are about).
+SCALE = 2.0**8
+LOW_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
 
 class Probe(nn.Module):
     """A small MLP that notes, on each forward pass, whether autocast is on for its device and its dtype."""
@@ -339,19 +348,62 @@ def make_problem(device: torch.device) -> tuple[Probe, torch.optim.Optimizer, to
     return model, optimizer, x, y
 
 
-def reference_step(model: Probe, x: torch.Tensor, y: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
-    """The loss (float64, from the autocast output) and the parameters one plain SGD step would produce."""
+def make_scaler(device: torch.device, kind: str) -> torch.amp.GradScaler | None:
+    """ "enabled" (scale SCALE), "disabled" (a GradScaler that does nothing) or "none" (scaler=None)."""
+    if kind == "none":
+        return None
+    return torch.amp.GradScaler(device.type, init_scale=SCALE, enabled=kind == "enabled")
+
+
+def true_gradients(
+    model: Probe, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None = None
+) -> tuple[Probe, float]:
+    """A copy of the model holding the true (unscaled) gradients of the step's loss; the loss in float64."""
     ref = copy.deepcopy(model)
     ref.zero_grad(set_to_none=True)
-    with torch.autocast(x.device.type, dtype=AMP_DTYPE[x.device.type]):
+    with torch.autocast(x.device.type, dtype=dtype or AMP_DTYPE[x.device.type]):
         out = ref(x)
     loss = ((out.double() - y.double()) ** 2).mean().item()
     F.mse_loss(out.float(), y).backward()
+    return ref, loss
+
+
+def grad_norm(model: nn.Module) -> float:
+    return torch.linalg.vector_norm(torch.cat([p.grad.double().flatten() for p in model.parameters()])).item()
+
+
+def reference_step(
+    model: Probe,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    dtype: torch.dtype | None = None,
+    max_norm: float | None = None,
+) -> tuple[float, list[torch.Tensor]]:
+    """The loss (float64, from the autocast output) and the parameters one plain SGD step would produce,
+    on the true gradients, clipped by torch's own clip_grad_norm_ when max_norm is given."""
+    ref, loss = true_gradients(model, x, y, dtype)
+    if max_norm is not None:
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), max_norm)
     return loss, [(p - LR * p.grad).detach() for p in ref.parameters()]
 
 
 def snapshot(model: nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in model.parameters()]
+
+
+def run_step(*args: Any, **kwargs: Any) -> float:
+    """kata.amp_train_step, with an AttributeError on a None scaler reported as the missing case it is."""
+    try:
+        return kata.amp_train_step(*args, **kwargs)
+    except AttributeError as exc:
+        if args[2] is None and "NoneType" in str(exc):
+            pytest.fail(
+                f"amp_train_step(..., scaler=None, ...) failed: AttributeError: {exc}; likely cause: the "
+                f"scaler is used unconditionally. scaler=None means no loss scaling (bfloat16 needs none): "
+                f"backward on the loss itself and a plain optimizer.step().",
+                pytrace=False,
+            )
+        raise
 
 
 def test_amp_train_step_runs_the_forward_pass_under_autocast(device: torch.device) -> None:
@@ -361,7 +413,20 @@ def test_amp_train_step_runs_the_forward_pass_under_autocast(device: torch.devic
     assert model.seen == [(True, expected)], (
         f"expected one forward pass under autocast for {device.type!r} in {expected}, saw "
         f"(autocast on, dtype) = {model.seen}; likely cause: no `with torch.autocast({device.type!r}):` "
-        f"around the forward pass, or a fixed dtype - autocast is float16 on cuda and bfloat16 on cpu."
+        f"around the forward pass, or a fixed dtype - without `dtype=`, autocast is float16 on cuda and "
+        f"bfloat16 on cpu."
+    )
+
+
+@pytest.mark.parametrize("name", list(LOW_DTYPES))
+def test_amp_train_step_autocasts_in_the_dtype_it_is_given(device: torch.device, name: str) -> None:
+    dtype = LOW_DTYPES[name]
+    model, optimizer, x, y = make_problem(device)
+    kata.amp_train_step(model, optimizer, make_scaler(device, "enabled"), x, y, device.type, dtype=dtype)
+    assert model.seen == [(True, dtype)], (
+        f"with dtype={dtype} on {device.type!r}, expected one forward pass under autocast in {dtype}, saw "
+        f"(autocast on, dtype) = {model.seen}; likely cause: the `dtype` argument is ignored (the device's "
+        f"default is used instead) - pass it on to torch.autocast."
     )
 
 
@@ -374,30 +439,47 @@ def test_amp_train_step_returns_a_python_float(device: torch.device) -> None:
     )
 
 
-def test_amp_train_step_returns_the_float32_mse(device: torch.device) -> None:
+@pytest.mark.parametrize("name", list(LOW_DTYPES))
+def test_amp_train_step_returns_the_float32_mse(device: torch.device, name: str) -> None:
+    dtype = LOW_DTYPES[name]
     model, optimizer, x, y = make_problem(device)
-    expected, _ = reference_step(model, x, y)
-    got = kata.amp_train_step(model, optimizer, torch.amp.GradScaler(device.type), x, y, device.type)
+    _, expected = true_gradients(model, x, y, dtype)
+    got = kata.amp_train_step(
+        model, optimizer, make_scaler(device, "enabled"), x, y, device.type, dtype=dtype
+    )
     assert isinstance(got, (float, torch.Tensor)), f"expected a float, got {type(got).__name__}"
+    # The oracle is the float64 MSE of the very same autocast output; a float32 MSE of 16 values is within a
+    # few float32 ulps of it, while a loss computed in the low dtype is off by about 1e-3 (float16) or 1e-2.
     assert float(got) == pytest.approx(expected, rel=2e-5), (
         f"expected the mean squared error {expected:.7f} of the float32-cast output, got {float(got):.7f}; "
-        f"likely cause: a loss computed in {AMP_DTYPE[device.type]} (cast the output with .float(), not the "
-        f"target down), a sum instead of a mean, or the scaled loss returned instead of the loss."
+        f"likely cause: a loss computed in {dtype} (cast the output with .float(), not the target down), a "
+        f"sum instead of a mean, or the scaled loss returned instead of the loss."
     )
 
 
-@pytest.mark.parametrize("enabled", [True, False], ids=["scaler enabled", "scaler disabled"])
-def test_amp_train_step_makes_one_optimizer_step(device: torch.device, enabled: bool) -> None:
+STEP_CASES = {
+    "float16, scaler enabled": ("float16", "enabled"),
+    "float16, scaler disabled": ("float16", "disabled"),
+    "bfloat16, scaler enabled": ("bfloat16", "enabled"),
+    "bfloat16, scaler=None": ("bfloat16", "none"),
+}
+
+
+@pytest.mark.parametrize("case", list(STEP_CASES))
+def test_amp_train_step_makes_one_optimizer_step(device: torch.device, case: str) -> None:
+    name, kind = STEP_CASES[case]
     model, optimizer, x, y = make_problem(device)
-    _, expected = reference_step(model, x, y)
-    scaler = torch.amp.GradScaler(device.type, enabled=enabled)
-    kata.amp_train_step(model, optimizer, scaler, x, y, device.type)
+    _, expected = reference_step(model, x, y, LOW_DTYPES[name])
+    run_step(model, optimizer, make_scaler(device, kind), x, y, device.type, dtype=LOW_DTYPES[name])
+    # Scaling by a power of two is exact, so the unscaled gradients equal the reference's bit for bit (but
+    # for float16 subnormals, which scaling rescues: ~1e-8 of gradient); the tolerance absorbs the float32
+    # rounding of `p - lr * grad` only. A scale left in the update is off by a factor of SCALE = 256.
     assert_close(
         snapshot(model),
         expected,
         rtol=1e-4,
         atol=1e-6,
-        what=f"parameters after one SGD step (lr={LR}) with scaler enabled={enabled}",
+        what=f"parameters after one SGD step (lr={LR}), {case}",
         likely_cause="backward on the unscaled loss while scaler.step() unscales (gradients end up divided "
         "by the scale), optimizer.step() on still-scaled gradients, or a forward pass outside autocast.",
     )
@@ -408,7 +490,7 @@ def test_amp_train_step_ignores_earlier_gradients(device: torch.device) -> None:
     for p in model.parameters():
         p.grad = torch.full_like(p, 100.0)
     _, expected = reference_step(model, x, y)
-    kata.amp_train_step(model, optimizer, torch.amp.GradScaler(device.type), x, y, device.type)
+    kata.amp_train_step(model, optimizer, make_scaler(device, "enabled"), x, y, device.type)
     assert_close(
         snapshot(model),
         expected,
@@ -417,6 +499,65 @@ def test_amp_train_step_ignores_earlier_gradients(device: torch.device) -> None:
         what="parameters after one step when the model came in with leftover gradients of 100",
         likely_cause="gradients are not cleared before backward (optimizer.zero_grad()), so backward "
         "added this step's gradients to the old ones.",
+    )
+
+
+def test_amp_train_step_trains_bfloat16_without_a_scaler(device: torch.device) -> None:
+    dtypes = (
+        {"bfloat16": torch.bfloat16} if device.type == "cuda" else {"None": None, "bfloat16": torch.bfloat16}
+    )
+    for label, dtype in dtypes.items():
+        model, optimizer, x, y = make_problem(device)
+        _, expected = reference_step(model, x, y, torch.bfloat16)
+        got = run_step(model, optimizer, None, x, y, device.type, dtype=dtype)
+        assert model.seen == [(True, torch.bfloat16)] and type(got) is float, (
+            f"with scaler=None and dtype={label} on {device.type!r}, expected one bfloat16 autocast forward "
+            f"pass and a float back, saw {model.seen} and {type(got).__name__}"
+        )
+        assert_close(
+            snapshot(model),
+            expected,
+            rtol=1e-4,
+            atol=1e-6,
+            what=f"parameters after a bfloat16 step with scaler=None (dtype={label})",
+            likely_cause="no backward or no optimizer.step() when there is no scaler.",
+        )
+
+
+@pytest.mark.parametrize(
+    "max_norm_of_true_norm", [0.25, 10.0], ids=["clipping", "norm already below max_norm"]
+)
+@pytest.mark.parametrize("case", list(STEP_CASES))
+def test_amp_train_step_clips_the_true_gradients(
+    device: torch.device, case: str, max_norm_of_true_norm: float
+) -> None:
+    name, kind = STEP_CASES[case]
+    dtype = LOW_DTYPES[name]
+    model, optimizer, x, y = make_problem(device)
+    ref, _ = true_gradients(model, x, y, dtype)
+    max_norm = max_norm_of_true_norm * grad_norm(ref)
+    _, expected = reference_step(model, x, y, dtype, max_norm=max_norm)
+    run_step(model, optimizer, make_scaler(device, kind), x, y, device.type, dtype=dtype, max_norm=max_norm)
+    clipping = max_norm_of_true_norm < 1
+    assert_close(
+        snapshot(model),
+        expected,
+        rtol=1e-4,
+        atol=1e-6,
+        what=f"parameters after one SGD step with max_norm = {max_norm_of_true_norm} x the true gradient "
+        f"norm, {case}",
+        likely_cause=(
+            "the scaled gradients were clipped (clipping before scaler.unscale_(optimizer), or without it): "
+            f"their norm is {SCALE:g} times too large, so they are cut to max_norm and then divided by the "
+            "scale, and the update shrinks to almost nothing. Or each parameter is clipped on its own "
+            "instead of by the norm of all gradients together, or values are clipped instead of the norm, "
+            "or the clipping happens after the step."
+            if clipping
+            else "max_norm is 10 times the true gradient norm, so clipping must change nothing. Either the "
+            f"scaled gradients were clipped (their norm is {SCALE:g} times the true one: unscale them "
+            "first), or the gradients are rescaled to max_norm although they were within it (a clip "
+            "coefficient max_norm / norm that is not capped at 1)."
+        ),
     )
 
 
@@ -433,20 +574,40 @@ OVERFLOWS = {
 }
 
 
+@pytest.mark.parametrize("max_norm", [None, 1.0], ids=["no clipping", "clipping"])
 @pytest.mark.parametrize("case", list(OVERFLOWS))
-def test_amp_train_step_skips_the_step_on_overflow(device: torch.device, case: str) -> None:
+def test_amp_train_step_skips_the_step_on_overflow(
+    device: torch.device, case: str, max_norm: float | None
+) -> None:
     model, optimizer, x, y = make_problem(device)
     make_input, shift, init_scale = OVERFLOWS[case]
     scaler = torch.amp.GradScaler(device.type, init_scale=init_scale)
     before = snapshot(model)
-    kata.amp_train_step(model, optimizer, scaler, make_input(x), y + shift, device.type)
+    try:
+        kata.amp_train_step(
+            model, optimizer, scaler, make_input(x), y + shift, device.type, max_norm=max_norm
+        )
+    except RuntimeError as exc:
+        if isinstance(exc, NotImplementedError):
+            raise  # the stub: not started
+        pytest.fail(
+            f"amp_train_step raised on an overflowing step ({case}, max_norm={max_norm}): {exc}; likely "
+            f"cause: clip_grad_norm_(..., error_if_nonfinite=True), or a check of your own. An overflow is "
+            f"normal with a GradScaler: scaler.step skips that update and scaler.update lowers the scale.",
+            pytrace=False,
+        )
     changed = [
         name for (name, p), old in zip(model.named_parameters(), before, strict=True) if not p.equal(old)
     ]
     assert not changed, (
-        f"the scaled gradients overflowed ({case}), yet these parameters changed: {changed}; likely cause: "
-        f"optimizer.step() called directly (or backward without scaler.scale). scaler.step(optimizer) checks "
-        f"the gradients for inf/nan and skips the step."
+        f"the scaled gradients overflowed ({case}, max_norm={max_norm}), yet these parameters changed: "
+        f"{changed}; likely cause: optimizer.step() called directly (or backward without scaler.scale). "
+        f"scaler.step(optimizer) checks the gradients for inf/nan and skips the step."
+    )
+    assert scaler.get_scale() == init_scale / 2, (
+        f"after an overflowing step the scale should have been halved from {init_scale} to "
+        f"{init_scale / 2}, it is {scaler.get_scale()}; likely cause: scaler.update() is not called (in "
+        f"every branch) after scaler.step(optimizer)."
     )
 
 
@@ -458,10 +619,16 @@ def test_amp_train_step_updates_the_scale(device: torch.device) -> None:
         f"after an overflowing step the scale should have been halved from {2.0**16} to {2.0**15}, it is "
         f"{scaler.get_scale()}; likely cause: scaler.update() is not called after scaler.step(optimizer)."
     )
-    try:
-        kata.amp_train_step(model, optimizer, scaler, x, y, device.type)
-    except RuntimeError as exc:
-        pytest.fail(f"a second step with the same scaler failed: {exc}; likely cause: no scaler.update()")
+    for max_norm in (None, 1.0):
+        try:
+            kata.amp_train_step(model, optimizer, scaler, x, y, device.type, max_norm=max_norm)
+        except RuntimeError as exc:
+            if isinstance(exc, NotImplementedError):
+                raise  # the stub: not started
+            pytest.fail(
+                f"a further step with the same scaler (max_norm={max_norm}) failed: {exc}; likely cause: no "
+                f"scaler.update() at the end of the step, or scaler.unscale_ called twice in one step."
+            )
 
 
 def test_amp_train_step_goes_through_the_scaler(
@@ -488,34 +655,36 @@ def test_amp_train_step_goes_through_the_scaler(
     )
 
 
-@pytest.mark.parametrize("enabled", [True, False], ids=["scaler enabled", "scaler disabled"])
+@pytest.mark.parametrize("kind", ["enabled", "disabled", "none"])
 def test_amp_train_step_autocasts_only_the_forward_pass_and_the_loss(
-    device: torch.device, monkeypatch: pytest.MonkeyPatch, enabled: bool
+    device: torch.device, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     model, optimizer, x, y = make_problem(device)
-    scaler = torch.amp.GradScaler(device.type, enabled=enabled)
-    under_autocast: dict[str, list[bool]] = {"optimizer.step": [], "scaler.step": [], "scaler.update": []}
+    scaler = make_scaler(device, kind)
+    under_autocast: dict[str, list[bool]] = {"optimizer.step": []}
     optimizer.register_step_pre_hook(
         lambda *_: under_autocast["optimizer.step"].append(torch.is_autocast_enabled(device.type))
     )
-    for name in ("step", "update"):
-        original = getattr(scaler, name)
+    if scaler is not None:
+        for name in ("step", "update"):
+            under_autocast[f"scaler.{name}"] = []
+            original = getattr(scaler, name)
 
-        def spy(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
-            under_autocast[f"scaler.{_name}"].append(torch.is_autocast_enabled(device.type))
-            return _original(*args, **kwargs)
+            def spy(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
+                under_autocast[f"scaler.{_name}"].append(torch.is_autocast_enabled(device.type))
+                return _original(*args, **kwargs)
 
-        monkeypatch.setattr(scaler, name, spy)
-    kata.amp_train_step(model, optimizer, scaler, x, y, device.type)
+            monkeypatch.setattr(scaler, name, spy)
+    run_step(model, optimizer, scaler, x, y, device.type, dtype=torch.bfloat16)
     under_autocast["backward"] = model.backward_under_autocast
     missing = [name for name, seen in under_autocast.items() if not seen]
-    assert not missing, f"these parts of the step never ran: {missing}"
+    assert not missing, f"these parts of the step never ran (scaler {kind}): {missing}"
     inside = [name for name, seen in under_autocast.items() if any(seen)]
     assert not inside, (
         f"these ran while autocast was still on: {inside}; likely cause: backward and the optimizer step "
         f"indented inside the `with torch.autocast(...)` block. Autocast wraps the forward pass and the loss "
         f"only: backward already runs each op in the dtype its forward pass used, and the update must see "
-        f"float32 gradients and parameters. Close the block before `scaler.scale(loss).backward()`."
+        f"float32 gradients and parameters. Close the block before backward."
     )
 
 
@@ -548,6 +717,62 @@ def test_amp_train_step_keeps_float32_parameters_and_leaves_the_batch_alone(devi
         )
 
 
+def check_refused(device: torch.device, scaler: Any, dtype: torch.dtype | None, why: str, cause: str) -> None:
+    model, optimizer, x, y = make_problem(device)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    before = snapshot(model)
+    with pytest.raises(ValueError) as raised:
+        kata.amp_train_step(model, optimizer, scaler, x, y, device.type, dtype=dtype)
+    assert raised.type is ValueError or issubclass(raised.type, ValueError), raised
+    untouched = all(
+        p.equal(old) and p.grad is not None for p, old in zip(model.parameters(), before, strict=True)
+    )
+    assert untouched and model.seen == [], (
+        f"{why}: the ValueError came, but only after the step had started (forward passes: "
+        f"{len(model.seen)}, parameters or gradients changed: {not untouched}); likely cause: {cause} Check "
+        f"the arguments first."
+    )
+
+
+def test_amp_train_step_refuses_float16_without_a_scaler(device: torch.device) -> None:
+    try:
+        check_refused(device, None, torch.float16, "float16 with scaler=None", "the check comes too late.")
+        if device.type == "cuda":  # dtype=None is float16 there
+            check_refused(
+                device, None, None, "dtype=None on cuda with scaler=None", "the check comes too late."
+            )
+    except pytest.fail.Exception as exc:
+        if "DID NOT RAISE" not in str(exc):
+            raise
+        pytest.fail(
+            "amp_train_step(..., scaler=None, dtype=torch.float16) trained instead of raising ValueError; "
+            "likely cause: no check. float16 has 5 exponent bits: gradients below ~6e-8 become 0 and the "
+            "model silently stops learning, which is what the GradScaler prevents (bfloat16, with float32's "
+            "range, is the one that may go without).",
+            pytrace=False,
+        )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_amp_train_step_refuses_dtypes_autocast_does_not_train_in(
+    device: torch.device, dtype: torch.dtype
+) -> None:
+    try:
+        check_refused(
+            device, make_scaler(device, "enabled"), dtype, f"dtype={dtype}", "the check comes too late."
+        )
+    except pytest.fail.Exception as exc:
+        if "DID NOT RAISE" not in str(exc):
+            raise
+        pytest.fail(
+            f"amp_train_step(..., dtype={dtype}) trained instead of raising ValueError; likely cause: no "
+            f"check of `dtype`. Autocast's low precision is float16 or bfloat16; given another dtype, CPU "
+            f"autocast warns and silently turns itself off.",
+            pytrace=False,
+        )
+
+
 @pytest.mark.cuda
 def test_amp_train_step_survives_float16_gradient_overflow_on_cuda() -> None:
     device = torch.device("cuda")
@@ -565,80 +790,588 @@ def test_amp_train_step_survives_float16_gradient_overflow_on_cuda() -> None:
     )
 
 
-# ----------------------------------------------------------------------------------------------- gpu_summary
-
-FAKE_GPU = SimpleNamespace(name="Fake GPU 80GB", total_memory=85_520_809_984, major=9, minor=0)
+# ---------------------------------------------------------------------------------------------- time_per_call
 
 
-def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    def get_device_properties(device: Any = None) -> SimpleNamespace:
-        index = device
-        if isinstance(index, str):
-            index = torch.device(index)
-        if isinstance(index, torch.device):
-            index = index.index
-        assert index in (None, 0), f"gpu_summary should describe device 0, it asked about {device!r}"
-        return FAKE_GPU
+class SimulatedGpu:
+    """A stand-in for `torch.cuda` on a machine without one: queued kernels finish later, in real time.
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", get_device_properties)
+    Each device has a queue that is busy until some moment of `time.perf_counter()`; `launch` adds work to
+    it and returns at once, as a CUDA kernel launch does. Waiting (synchronize, an event's synchronize)
+    sleeps until the work in question is done; an event records the moment the work queued before it ends.
+    """
+
+    def __init__(self, count: int = 2) -> None:
+        self.busy_until = [0.0] * count
+        self.current = 0
+        self.used: list[str] = []  # every torch.cuda function called, in order
+        self.waited_for: list[int] = []  # the devices whose queues were waited for
+
+    def launch(self, index: int, seconds: float) -> None:
+        self.busy_until[index] = max(time.perf_counter(), self.busy_until[index]) + seconds
+
+    def index(self, device: Any = None) -> int:
+        if device is None:
+            return self.current
+        if isinstance(device, int):
+            return device
+        device = torch.device(device)
+        if device.type != "cuda":
+            raise ValueError(f"Expected a cuda device, but got: {device}")
+        return self.current if device.index is None else device.index
+
+    def wait(self, index: int, until: float) -> None:
+        self.waited_for.append(index)
+        delay = until - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        gpu = self
+
+        def note(name: str) -> None:
+            gpu.used.append(name)
+
+        class Stream:
+            def __init__(self, device: Any = None) -> None:
+                self.index = gpu.index(device)
+                self.device = torch.device("cuda", self.index)
+
+            def synchronize(self) -> None:
+                note("Stream.synchronize")
+                gpu.wait(self.index, gpu.busy_until[self.index])
+
+            def query(self) -> bool:
+                return time.perf_counter() >= gpu.busy_until[self.index]
+
+            def record_event(self, event: "Event | None" = None) -> "Event":
+                event = event or Event()
+                event.record(self)
+                return event
+
+        class Event:
+            def __init__(
+                self,
+                enable_timing: bool = False,
+                **flags: bool,  # blocking, interprocess, external
+            ):
+                note("Event")
+                self.enable_timing = enable_timing
+                self.at: float | None = None
+                self.index: int | None = None
+
+            def record(self, stream: Stream | None = None) -> None:
+                note("Event.record")
+                self.index = gpu.current if stream is None else stream.index
+                self.at = max(time.perf_counter(), gpu.busy_until[self.index])
+
+            def query(self) -> bool:
+                return self.at is not None and time.perf_counter() >= self.at
+
+            def synchronize(self) -> None:
+                note("Event.synchronize")
+                if self.at is not None and self.index is not None:
+                    gpu.wait(self.index, self.at)
+
+            def wait(self, stream: Stream | None = None) -> None:
+                note("Event.wait")
+
+            def elapsed_time(self, end: "Event") -> float:
+                note("Event.elapsed_time")
+                if not (self.enable_timing and end.enable_timing):
+                    raise RuntimeError("Both events must be created with argument 'enable_timing=True'.")
+                if self.at is None or end.at is None:
+                    raise RuntimeError("Both events must be recorded before calculating elapsed time.")
+                if not (self.query() and end.query()):  # what CUDA answers: cudaErrorNotReady
+                    raise RuntimeError("CUDA error: device not ready (the end event has not completed yet)")
+                return (end.at - self.at) * 1000.0
+
+        class DeviceContext:
+            def __init__(self, device: Any) -> None:
+                note("device")
+                self.index = gpu.index(device)
+
+            def __enter__(self) -> None:
+                self.previous, gpu.current = gpu.current, self.index
+
+            def __exit__(self, *exc: object) -> None:
+                gpu.current = self.previous
+
+        def synchronize(device: Any = None) -> None:
+            note("synchronize")
+            index = gpu.index(device)
+            gpu.wait(index, gpu.busy_until[index])
+
+        def stream_of(name: str) -> Callable[..., Stream]:
+            def get(device: Any = None) -> Stream:
+                note(name)
+                return Stream(device)
+
+            return get
+
+        def set_device(device: Any) -> None:
+            note("set_device")
+            gpu.current = gpu.index(device)
+
+        fakes = {
+            "is_available": lambda: True,
+            "is_initialized": lambda: True,
+            "device_count": lambda: len(gpu.busy_until),
+            "current_device": lambda: gpu.current,
+            "set_device": set_device,
+            "synchronize": synchronize,
+            "Event": Event,
+            "Stream": Stream,
+            "current_stream": stream_of("current_stream"),
+            "default_stream": stream_of("default_stream"),
+            "device": DeviceContext,
+        }
+        for name, fake in fakes.items():
+            monkeypatch.setattr(torch.cuda, name, fake)
 
 
-def summary_of_fake_gpu(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    fake_gpu(monkeypatch)
-    summary = kata.gpu_summary()
-    assert isinstance(summary, dict), f"with a GPU present, expected a dict, got {type(summary).__name__}"
-    return summary
+def timed(fn: Callable[[], object], device: Any, **kwargs: Any) -> float:
+    """kata.time_per_call, with a torch.cuda function the stand-in lacks reported as such."""
+    try:
+        return kata.time_per_call(fn, device, **kwargs)
+    except (AssertionError, RuntimeError, AttributeError) as exc:
+        if isinstance(exc, NotImplementedError):
+            raise  # the stub: not started
+        if "CUDA" not in str(exc) and "cuda" not in str(exc):
+            raise
+        pytest.fail(
+            f"time_per_call({device!r}) failed under the simulated GPU: {type(exc).__name__}: {exc}. The "
+            f"stand-in replaces these attributes of torch.cuda while the test runs: synchronize, Event "
+            f"(record, synchronize, query, elapsed_time), current_stream/default_stream (synchronize), "
+            f"device (a context manager), set_device, current_device. Call them as `torch.cuda.<name>` (not "
+            f"names imported before the test). If the message says 'device not ready', elapsed_time was "
+            f"asked before the end event had completed: synchronize it first.",
+            pytrace=False,
+        )
 
 
-def test_gpu_summary_is_none_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    got = kata.gpu_summary()
-    assert got is None, (
-        f"without CUDA, gpu_summary() should return None, got {got!r}; likely cause: no early "
-        f"`if not torch.cuda.is_available(): return None`."
+def likely_timing_bug(got: float, expected: float, repeats: int) -> str:
+    if got < 0.2 * expected:
+        return (
+            "the clock stopped before the device had finished: the time of queueing the kernels was "
+            "measured, not their work. Wait for the device (the one being timed) before reading the clock, "
+            "or time with CUDA events recorded on its stream."
+        )
+    if abs(got / expected - 1000) < 300:
+        return "milliseconds returned instead of seconds (CUDA events' elapsed_time is in milliseconds)."
+    if abs(got / expected - repeats) < 0.25 * repeats:
+        return "the total time of all timed calls returned, not the time per call."
+    return (
+        "work done outside the timed calls was counted: the warm-up calls timed too, or the clock started "
+        "before the device had finished the work queued earlier (wait for it before starting the clock)."
     )
 
 
-def test_gpu_summary_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    summary = summary_of_fake_gpu(monkeypatch)
-    assert summary.get("name") == FAKE_GPU.name and type(summary.get("name")) is str, (
-        f"expected 'name' to be the device name {FAKE_GPU.name!r}, got {summary.get('name')!r}"
+def test_time_per_call_measures_wall_clock_seconds_per_call_on_the_cpu() -> None:
+    calls = 0
+
+    def work() -> None:  # the first calls are slow, as first calls are (lazy initialisation, autotuning)
+        nonlocal calls
+        calls += 1
+        time.sleep(0.1 if calls <= 2 else 0.01)
+
+    got = timed(work, "cpu", warmup=2, repeats=5)
+    assert isinstance(got, float), f"expected a Python float of seconds, got {type(got).__name__} {got!r}"
+    # time.sleep never returns early, so a correct mean is at least 10 ms; the upper bound leaves 20 ms per
+    # call for a loaded machine. Every bug named below is at least 2.8 times further out.
+    assert 0.0099 <= got <= 0.03, (
+        f"each timed call sleeps 10 ms (after 2 warm-up calls of 100 ms), so time_per_call should be about "
+        f"0.010 s, got {got!r}; likely cause: {likely_timing_bug(got, 0.01, 5)}"
+    )
+    assert calls == 7, f"fn should be called warmup + repeats = 7 times, it was called {calls} times"
+
+
+@pytest.mark.parametrize(("warmup", "repeats"), [(0, 1), (3, 4)])
+def test_time_per_call_calls_fn_warmup_plus_repeats_times(warmup: int, repeats: int) -> None:
+    calls: list[None] = []
+    timed(lambda: calls.append(None), "cpu", warmup=warmup, repeats=repeats)
+    assert len(calls) == warmup + repeats, (
+        f"with warmup={warmup} and repeats={repeats}, fn should be called {warmup + repeats} times, it was "
+        f"called {len(calls)} times; likely cause: an off-by-one in a loop, or the warm-up calls skipped."
     )
 
 
-def test_gpu_summary_total_memory_in_decimal_gigabytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    summary = summary_of_fake_gpu(monkeypatch)
-    got = summary.get("total_memory_gb")
-    expected = FAKE_GPU.total_memory / 1e9
-    assert type(got) is float and got == pytest.approx(expected, rel=1e-12), (
-        f"expected 'total_memory_gb' = total_memory / 1e9 = {expected} (a float), got {got!r}; likely "
-        f"cause: dividing by 1024**3 (that is GiB, {FAKE_GPU.total_memory / 1024**3:.3f}) or rounding."
+def test_time_per_call_on_the_cpu_calls_no_cuda_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = SimulatedGpu()
+    gpu.install(monkeypatch)
+    timed(lambda: None, "cpu", warmup=1, repeats=2)
+    timed(lambda: None, torch.device("cpu"), warmup=1, repeats=2)
+    assert not gpu.used, (
+        f"timing on the CPU called torch.cuda: {gpu.used}; likely cause: synchronizing whatever the device "
+        f"is. On a machine without CUDA that raises; synchronize only when device.type == 'cuda'."
     )
 
 
-def test_gpu_summary_capability_is_a_pair_of_ints(monkeypatch: pytest.MonkeyPatch) -> None:
-    summary = summary_of_fake_gpu(monkeypatch)
-    got = summary.get("capability")
-    ok = type(got) is tuple and len(got) == 2 and all(type(v) is int for v in got) and got == (9, 0)
-    assert ok, (
-        f"expected 'capability' to be the tuple (major, minor) = (9, 0), got {got!r}; likely cause: a list, "
-        f"a string like '9.0', or a float - build tuple((props.major, props.minor)) or use "
-        f"torch.cuda.get_device_capability(0)."
+@pytest.mark.parametrize("target", ["cuda", torch.device("cuda", 0)], ids=["'cuda'", "cuda:0"])
+def test_time_per_call_waits_for_the_gpu(monkeypatch: pytest.MonkeyPatch, target: Any) -> None:
+    gpu = SimulatedGpu()
+    gpu.install(monkeypatch)
+    calls = 0
+
+    def kernel() -> None:  # 20 ms of GPU work per call (the first one 100 ms), queued in no time
+        nonlocal calls
+        calls += 1
+        gpu.launch(0, 0.1 if calls == 1 else 0.02)
+
+    gpu.launch(0, 0.15)  # the caller's own work, still running when time_per_call starts
+    got = timed(kernel, target, warmup=2, repeats=3)
+    assert isinstance(got, float), f"expected a Python float of seconds, got {type(got).__name__} {got!r}"
+    # Three back-to-back 20 ms kernels take 60 ms, so a correct time is at least 20 ms per call (the
+    # simulated device never finishes early); the upper bound leaves 5 ms a call for a loaded machine.
+    # Not waiting gives ~0, counting the earlier work (150 + 120 ms) or the total at least 60 ms.
+    assert 0.0195 <= got <= 0.035, (
+        f"each timed call queues 20 ms of GPU work, so time_per_call({target!r}) should be about 0.020 s, "
+        f"got {got!r}; likely cause: {likely_timing_bug(got, 0.02, 3)}"
+    )
+    assert calls == 5, f"fn should be called warmup + repeats = 5 times, it was called {calls} times"
+
+
+def test_time_per_call_waits_for_the_device_it_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = SimulatedGpu()
+    gpu.install(monkeypatch)
+    got = timed(lambda: gpu.launch(1, 0.02), "cuda:1", warmup=1, repeats=3)
+    waited = sorted(set(gpu.waited_for))
+    assert 0.0195 <= got <= 0.035, (
+        f"each timed call queues 20 ms of work on cuda:1 while cuda:0 (the current device) is idle, so "
+        f"time_per_call('cuda:1') should be about 0.020 s, got {got!r} (waited for devices {waited}); "
+        f"likely cause: "
+        + (
+            "the current device was waited for, not the one being timed: torch.cuda.synchronize() without "
+            "an argument, or events recorded on the current stream, wait for cuda:0. Pass the device (or "
+            "the device's stream)."
+            if got < 0.004 and 0 in waited and 1 not in waited
+            else likely_timing_bug(got, 0.02, 3)
+        )
+    )
+    assert gpu.current == 0, (
+        f"time_per_call('cuda:1') left the current CUDA device set to {gpu.current}; likely cause: "
+        f"torch.cuda.set_device without putting it back. Use `with torch.cuda.device(...)` or pass the "
+        f"device explicitly."
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "warmup", "repeats"),
+    [("cpu", 1, 0), ("cpu", -1, 3), ("meta", 1, 3)],
+    ids=["repeats=0", "warmup=-1", "meta device"],
+)
+def test_time_per_call_rejects_bad_arguments(target: str, warmup: int, repeats: int) -> None:
+    calls: list[None] = []
+    with pytest.raises(ValueError):
+        kata.time_per_call(lambda: calls.append(None), target, warmup=warmup, repeats=repeats)
+    assert not calls, (
+        f"time_per_call({target!r}, warmup={warmup}, repeats={repeats}) raised ValueError, but only after "
+        f"calling fn {len(calls)} times; check the arguments first."
     )
 
 
 @pytest.mark.cuda
-def test_gpu_summary_describes_the_real_gpu() -> None:
-    props = torch.cuda.get_device_properties(0)
-    summary = kata.gpu_summary()
-    assert isinstance(summary, dict), f"expected a dict on a CUDA machine, got {summary!r}"
-    expected = {
-        "name": props.name,
-        "total_memory_gb": props.total_memory / 1e9,
-        "capability": (props.major, props.minor),
+def test_time_per_call_times_real_kernels() -> None:
+    # torch.cuda._sleep(cycles) keeps the GPU busy for a number of clock cycles and returns at once;
+    # calibrate it to ~20 ms with CUDA events, then compare.
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    torch.cuda._sleep(10_000_000)
+    end.record()
+    end.synchronize()
+    cycles = int(10_000_000 * 20 / start.elapsed_time(end))
+    torch.cuda._sleep(cycles)  # warm up, then measure the truth the same way
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(3):
+        torch.cuda._sleep(cycles)
+    end.record()
+    end.synchronize()
+    expected = start.elapsed_time(end) / 3 / 1000
+    got = kata.time_per_call(lambda: torch.cuda._sleep(cycles), "cuda", warmup=1, repeats=3)
+    # Events and host clocks around synchronisations differ by launch latency (microseconds) only; the
+    # margins allow for the GPU clock changing between the two measurements. Not waiting gives ~0.01 ms.
+    assert 0.7 * expected <= got <= 1.5 * expected + 0.002, (
+        f"each call keeps the GPU busy for {expected * 1000:.1f} ms (by CUDA events), time_per_call returned "
+        f"{got * 1000:.3f} ms; likely cause: {likely_timing_bug(got, expected, 3)}"
+    )
+
+
+# -------------------------------------------------------------------------------------- training_memory_bytes
+
+KEYS = ("parameters", "gradients", "optimizer_state")
+
+
+def nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def measured(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, int]:
+    """What torch really allocates: every trainable parameter gets a gradient, then one real step."""
+    params = list(model.parameters())
+    for p in params:
+        p.grad = torch.ones_like(p) if p.requires_grad else None
+    optimizer.step()
+    state = [t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+    got = {
+        "parameters": sum(nbytes(p) for p in params),
+        "gradients": sum(nbytes(p.grad) for p in params if p.grad is not None),
+        "optimizer_state": sum(nbytes(t) for t in state),
     }
-    got = {key: summary.get(key) for key in expected}
-    assert got == expected, f"expected {expected}, got {got}"
+    return {**got, "total": sum(got.values())}
+
+
+def estimate(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, int]:
+    """kata.training_memory_bytes, checked for its promised form and for leaving model and optimizer alone."""
+    on_meta = any(p.is_meta for p in model.parameters())  # no values to compare there
+    before = [] if on_meta else snapshot(model)
+    got = kata.training_memory_bytes(model, optimizer)
+    assert isinstance(got, dict) and set(got) >= {*KEYS, "total"}, (
+        f"expected a dict with the keys {[*KEYS, 'total']}, got {got!r}"
+    )
+    kinds = {key: type(got[key]).__name__ for key in (*KEYS, "total") if type(got[key]) is not int}
+    assert not kinds, (
+        f"every value should be a Python int (a count of bytes), these are not: {kinds}; likely cause: a "
+        f"float from a division or a 4.0, or a tensor from summing with torch."
+    )
+    assert got["total"] == sum(got[key] for key in KEYS), (
+        f"'total' should be parameters + gradients + optimizer_state = {sum(got[key] for key in KEYS)}, got "
+        f"{got['total']}"
+    )
+    created = [name for name, p in model.named_parameters() if p.grad is not None]
+    changed = [
+        name for (name, p), old in zip(model.named_parameters(), before, strict=False) if not p.equal(old)
+    ]
+    assert not created and not changed and not optimizer.state, (
+        f"training_memory_bytes changed what it should only describe: gradients created for {created}, "
+        f"parameters changed: {changed}, optimizer state for {len(optimizer.state)} parameters; likely "
+        f"cause: running a backward pass or a step to measure. Work it out from the shapes and dtypes."
+    )
+    return got
+
+
+def check_estimate(
+    model: nn.Module, optimizer: torch.optim.Optimizer, situation: str, likely_cause: str
+) -> None:
+    got = estimate(model, optimizer)
+    expected = measured(model, optimizer)
+    wrong = {key: (got[key], expected[key]) for key in KEYS if got[key] != expected[key]}
+    if not wrong:
+        return
+    n_state = sum(1 for s in optimizer.state.values() if s)
+    details = "; ".join(f"{key}: got {g} bytes, torch allocates {e}" for key, (g, e) in wrong.items())
+    short = expected["optimizer_state"] - got["optimizer_state"]
+    if list(wrong) == ["optimizer_state"] and n_state and short == 4 * n_state:
+        likely_cause = (
+            "the state is short by exactly 4 bytes for each of the optimizer's parameter tensors: Adam's "
+            "`step` counter is a 0-dim float32 tensor, one per parameter."
+        )
+    pytest.fail(f"{situation}: {details}. Likely cause: {likely_cause}", pytrace=False)
+
+
+def mlp(*dtypes: torch.dtype) -> nn.Sequential:
+    return nn.Sequential(*(nn.Linear(3 + i, 4 + i, dtype=dtype) for i, dtype in enumerate(dtypes)))
+
+
+class MySGD(torch.optim.SGD):
+    """A subclass: it keeps exactly what SGD keeps."""
+
+
+OPTIMIZERS: dict[str, tuple[Callable[[Any], torch.optim.Optimizer], str]] = {
+    "SGD without momentum": (
+        lambda params: torch.optim.SGD(params, lr=0.1),
+        "SGD without momentum keeps no state at all (state is only what an update needs to remember).",
+    ),
+    "SGD with momentum": (
+        lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9),
+        "SGD with momentum keeps one buffer per parameter, of its shape and dtype.",
+    ),
+    "SGD subclass with momentum": (
+        lambda params: MySGD(params, lr=0.1, momentum=0.9),
+        "a subclass of SGD keeps what SGD keeps: test with isinstance, not type(optimizer) is ...",
+    ),
+    "Adam": (
+        lambda params: torch.optim.Adam(params),
+        "Adam keeps two parameter-sized moments and a step counter per parameter.",
+    ),
+    "Adam with amsgrad": (
+        lambda params: torch.optim.Adam(params, amsgrad=True),
+        "amsgrad adds a third parameter-sized buffer (the running maximum of the second moment).",
+    ),
+    "AdamW": (
+        lambda params: torch.optim.AdamW(params, weight_decay=0.1),
+        "AdamW keeps what Adam keeps (weight decay needs no state); an exact type test misses it.",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_training_memory_bytes_knows_what_each_optimizer_keeps(name: str) -> None:
+    make, cause = OPTIMIZERS[name]
+    model = mlp(torch.float32, torch.float32)
+    check_estimate(model, make(model.parameters()), f"a float32 MLP trained with {name}", cause)
+
+
+@pytest.mark.parametrize("name", ["SGD with momentum", "Adam"])
+def test_training_memory_bytes_counts_each_dtype_at_its_size(name: str) -> None:
+    make, _ = OPTIMIZERS[name]
+    model = mlp(torch.float64, torch.bfloat16, torch.float16, torch.float32)
+    check_estimate(
+        model,
+        make(model.parameters()),
+        f"{name} over layers in float64, bfloat16, float16 and float32",
+        "4 bytes assumed per element. A parameter takes its dtype's size (p.element_size()), and its "
+        "gradient and optimizer buffers share its dtype.",
+    )
+
+
+@pytest.mark.parametrize("name", ["SGD with momentum", "Adam"])
+def test_training_memory_bytes_frozen_parameters_cost_their_weights_only(name: str) -> None:
+    make, _ = OPTIMIZERS[name]
+    model = mlp(torch.float32, torch.float32, torch.float32)
+    model[0].requires_grad_(False)  # frozen, but still handed to the optimizer, as happens
+    check_estimate(
+        model,
+        make(model.parameters()),
+        f"{name} with the first layer frozen (requires_grad=False) but still in the optimizer",
+        "a frozen parameter gets no gradient, and the optimizer creates state only for parameters with a "
+        "gradient: count gradients and state for parameters that require grad only.",
+    )
+
+
+def test_training_memory_bytes_parameters_outside_the_optimizer_still_get_gradients() -> None:
+    model = mlp(torch.float32, torch.float32)
+    check_estimate(
+        model,
+        torch.optim.Adam(model[1].parameters()),
+        "Adam over the second layer only, the first one trainable but not in the optimizer",
+        "gradients come from backward, for every parameter of the model that requires grad (whether or "
+        "not an optimizer updates it); optimizer state exists only for the optimizer's own parameters.",
+    )
+
+
+def test_training_memory_bytes_reads_the_options_of_each_parameter_group() -> None:
+    model = mlp(torch.float32, torch.float32, torch.float64)
+    groups = [
+        {"params": model[0].parameters(), "momentum": 0.9},
+        {"params": model[1].parameters()},
+        {"params": model[2].parameters(), "momentum": 0.5},
+    ]
+    check_estimate(
+        model,
+        torch.optim.SGD(groups, lr=0.1),
+        "SGD whose parameter groups set their own momentum (0.9, the default 0, 0.5)",
+        "the options read from optimizer.defaults instead of each group in optimizer.param_groups.",
+    )
+    model = mlp(torch.float32, torch.float32)
+    groups = [{"params": model[0].parameters(), "amsgrad": True}, {"params": model[1].parameters()}]
+    check_estimate(
+        model,
+        torch.optim.AdamW(groups),
+        "AdamW with amsgrad in the first parameter group only",
+        "amsgrad read from optimizer.defaults instead of each group.",
+    )
+
+
+def test_training_memory_bytes_counts_a_shared_parameter_once() -> None:
+    model = nn.Sequential(nn.Embedding(10, 6), nn.Linear(6, 6), nn.Linear(6, 10, bias=False))
+    model[2].weight = model[0].weight  # tied input and output embeddings: one tensor, two modules
+    check_estimate(
+        model,
+        torch.optim.Adam(model.parameters()),
+        "Adam over a model whose output layer shares the embedding's weight",
+        "a tied parameter counted once per module that holds it. It is one tensor with one gradient: "
+        "model.parameters() yields it once.",
+    )
+
+
+def test_training_memory_bytes_leaves_the_optimizer_unstepped(monkeypatch: pytest.MonkeyPatch) -> None:
+    models = [mlp(torch.float32, torch.float32) for _ in range(2)]
+    optimizers = [
+        torch.optim.SGD(models[0].parameters(), lr=0.1, momentum=0.9),
+        torch.optim.AdamW(models[1].parameters()),
+    ]
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        pytest.fail(
+            "training_memory_bytes called optimizer.step() (on the optimizer or a copy of it); the task is "
+            "to know what the step would allocate, not to run it and look. A step on a model of a few "
+            "billion parameters would also need the very memory you are estimating.",
+            pytrace=False,
+        )
+
+    for cls in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW):
+        monkeypatch.setattr(cls, "step", refuse)
+    for model, optimizer in zip(models, optimizers, strict=True):
+        estimate(model, optimizer)  # also checks: no gradient, no state, parameters unchanged
+    monkeypatch.undo()
+    for model, optimizer in zip(models, optimizers, strict=True):
+        check_estimate(model, optimizer, type(optimizer).__name__, "see the other tests")
+
+
+def test_training_memory_bytes_estimates_a_model_too_big_to_allocate() -> None:
+    # 7 billion float32 parameters on `meta` (shapes and dtypes, no storage): 28 GB of weights.
+    layers = nn.ModuleList(nn.Linear(8192, 8192, bias=False, device="meta") for _ in range(104))
+    n = sum(p.numel() for p in layers.parameters())
+    got = estimate(layers, torch.optim.AdamW(layers.parameters(), lr=1e-4))
+    expected = {"parameters": 4 * n, "gradients": 4 * n, "optimizer_state": 8 * n + 4 * 104}
+    wrong = {key: (got[key], expected[key]) for key in KEYS if got[key] != expected[key]}
+    assert not wrong, (
+        f"for {n / 1e9:.2f} billion float32 parameters in 104 tensors on `meta` trained with AdamW, expected "
+        f"{expected} (16 bytes a parameter, 4 more per tensor for the step counters: "
+        f"{sum(expected.values()) / 1e9:.1f} GB), got {got}"
+    )
+
+
+def test_training_memory_bytes_refuses_other_optimizers() -> None:
+    model = mlp(torch.float32)
+    for optimizer in (torch.optim.RMSprop(model.parameters()), torch.optim.Adagrad(model.parameters())):
+        with pytest.raises(TypeError):
+            kata.training_memory_bytes(model, optimizer)
+
+
+@st.composite
+def training_setups(draw: st.DrawFn) -> tuple[nn.Module, torch.optim.Optimizer]:
+    dtypes = st.sampled_from([torch.float32, torch.float64, torch.bfloat16, torch.float16])
+    n_layers = draw(st.integers(1, 4))
+    layers = [
+        nn.Linear(
+            draw(st.integers(1, 4)), draw(st.integers(1, 4)), bias=draw(st.booleans()), dtype=draw(dtypes)
+        )
+        for _ in range(n_layers)
+    ]
+    model = nn.ModuleList(layers)
+    kind = draw(st.sampled_from(["SGD", "Adam", "AdamW"]))
+    groups: list[dict[str, Any]] = []
+    for layer in layers:
+        if draw(st.booleans()):
+            layer.requires_grad_(False)
+        if draw(st.integers(0, 3)) == 0:  # not in the optimizer
+            continue
+        group: dict[str, Any] = {"params": list(layer.parameters())}
+        if kind == "SGD":
+            group["momentum"] = draw(st.sampled_from([0.0, 0.9]))
+        else:
+            group["amsgrad"] = draw(st.booleans())
+        groups.append(group)
+    if not groups:
+        groups.append({"params": list(layers[0].parameters())})
+    if kind == "SGD":
+        return model, torch.optim.SGD(groups, lr=0.1)
+    return model, getattr(torch.optim, kind)(groups)
+
+
+@given(setup=training_setups())
+def test_training_memory_bytes_matches_what_torch_allocates(
+    setup: tuple[nn.Module, torch.optim.Optimizer],
+) -> None:
+    model, optimizer = setup
+    options = [{k: v for k, v in g.items() if k in ("momentum", "amsgrad")} for g in optimizer.param_groups]
+    trainable = [p.requires_grad for p in model.parameters()]
+    check_estimate(
+        model,
+        optimizer,
+        f"{type(optimizer).__name__} over {model}, group options {options}, requires_grad {trainable}",
+        "see the tests above for single cases: dtypes, frozen parameters, parameter groups, amsgrad.",
+    )
