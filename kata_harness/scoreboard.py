@@ -45,6 +45,7 @@ STATUS_COLOURS = {
     NOT_STARTED: "white",
     BROKEN: "red",
     NOT_GRADED: "white",
+    PART_PASSES: "white",
 }
 LIKELY_CAUSE = "Likely cause:"
 

@@ -57,6 +57,9 @@ def test_a_full_run_saves_every_kata(folder: Path) -> None:
 )
 def test_a_partial_run_saves_nothing_it_did_not_grade_in_full(folder: Path, args: tuple[str, ...]) -> None:
     completed = run(folder, *args)
+    assert "INTERNALERROR" not in completed.stdout + completed.stderr, completed.stdout + completed.stderr
+    if "--collect-only" not in args:
+        assert_lines(completed.stdout, "*kata scoreboard*", " 91 *", "*part of the kata was graded*")
     assert "k91_done" not in progress_of(folder), completed.stdout
     assert "done" not in [
         line.split()[-1] for line in completed.stdout.splitlines() if line.startswith(" 91")
