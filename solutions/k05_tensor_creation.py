@@ -133,8 +133,8 @@ def float_tensor(data: bool | int | float | list | tuple) -> Tensor:
         a `with torch.device(d):` block; the grader uses `meta`), that does not require grad. It holds the
         values (True -> 1.0, False -> 0.0) in the shape of the nesting: a bare number gives a 0-d tensor
         (`3` -> `tensor(3.)`), `[3]` gives shape `(1,)`, `[[1, 2], [3, 4]]` shape `(2, 2)`, `[]` shape
-        `(0,)`. Each value is rounded once, from the Python number straight to the default dtype (never
-        through another floating dtype on the way).
+        `(0,)`. Each value holds what `torch.tensor(value, dtype=torch.get_default_dtype())` holds: with a
+        float64 default, exactly the Python float (never through float32 on the way).
     """
     return torch.tensor(data, dtype=torch.get_default_dtype())
 

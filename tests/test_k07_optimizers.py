@@ -1102,10 +1102,12 @@ def test_accumulated_step_clips_the_accumulated_gradient() -> None:
         )
         _big_batch_step(reference, reference_optimizer, batches, max_norm)
         for (pname, a), b in zip(model.named_parameters(), reference.parameters(), strict=True):
+            # rtol 1e-6, not 1e-10: clip_grad_norm_ scales by max_norm / (norm + 1e-6), and the contract also
+            # accepts max_norm / norm, a relative 1e-6 / norm apart. Clipping the wrong vector is off by %.
             assert_close(
                 a.detach(),
                 b.detach(),
-                rtol=1e-10,
+                rtol=1e-6,
                 atol=1e-12,
                 what=f"parameter {pname!r} after accumulated_step with {name} and max_norm = norm / 4 vs one "
                 f"clipped step on the big batch",

@@ -9,9 +9,11 @@ from torch import Tensor
 _KIND_RANK = {bool: 0, int: 1, float: 2, complex: 3}
 
 
-def legacy_equivalent(data: list) -> Tensor:
-    """Build the float32 CPU tensor with `torch.asarray`, forcing a copy and the legacy dtype."""
-    return torch.asarray(data, dtype=torch.float32, device="cpu", copy=True)
+def float_tensor(data: bool | int | float | list | tuple) -> Tensor:
+    """`torch.as_tensor` straight to the default dtype on the default device: a bare number is data too."""
+    # as_tensor (like torch.tensor, unlike the legacy torch.Tensor) never reads an int as a size, and a
+    # list is always converted into a new tensor, never aliased.
+    return torch.as_tensor(data, dtype=torch.get_default_dtype())
 
 
 def _highest_kind(data: object) -> int:
@@ -24,8 +26,8 @@ def _highest_kind(data: object) -> int:
     raise TypeError(f"unsupported element {data!r}")
 
 
-def inferred_dtype(data: list) -> torch.dtype:
-    """Walk the list by hand and apply torch's inference rules, without building a tensor."""
+def inferred_dtype(data: list | tuple) -> torch.dtype:
+    """Walk the nesting by hand and apply torch's inference rules, without building a tensor."""
     rank = _highest_kind(data)
     default_float = torch.get_default_dtype()
     if rank == 0:
@@ -33,8 +35,16 @@ def inferred_dtype(data: list) -> torch.dtype:
     if rank == 1:
         return torch.int64
     if rank == 3:
-        return torch.complex128 if default_float == torch.float64 else torch.complex64
+        return default_float.to_complex()
     return default_float  # any float, or no elements at all
+
+
+def detached_copy(t: Tensor, requires_grad: bool = False) -> Tensor:
+    """Allocate with `empty_like` and `copy_` into it with autograd off, then set the grad flag."""
+    with torch.no_grad():
+        out = torch.empty_like(t, memory_format=torch.contiguous_format)
+        out.copy_(t)
+    return out.requires_grad_(requires_grad)
 
 
 def copy_and_share(a: np.ndarray) -> tuple[Tensor, Tensor]:
