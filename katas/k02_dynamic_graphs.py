@@ -2,7 +2,7 @@
 
 Interview question: What is the difference between PyTorch and TensorFlow?
 
-Difficulty 2/5, about 35 minutes, after kata 1.
+Difficulty 3/5, about 50 minutes, after kata 1.
 
 The idea
 ========
@@ -22,7 +22,15 @@ value (`if x.sum() > 0`, `while loss > tol`) during capture:
   A branch on a plain Python value (an int argument, a shape) is specialised instead: the compiler
   follows the path taken, guards on the value and recompiles when it changes.
 - `torch.export` wants one whole graph with no Python left, so a data-dependent branch is an
-  error there until you write it as `torch.cond(pred, true_fn, false_fn, operands)`.
+  error there (`GuardOnDataDependentSymNode`: it cannot guard on a value it does not know) until
+  you write it as `torch.cond(pred, true_fn, false_fn, operands)`.
+
+`torch.cond` is the `if` that capture can keep: `pred` is a one-element boolean tensor, and both
+branches take the same operands and return tensors of the same shapes and dtypes. Run eagerly it
+calls one branch; captured, it records both branches as subgraphs and the choice between them as
+one graph op, so the exported program decides at run time - what AutoGraph's `tf.cond` gives
+TensorFlow. The other way out is to have no branch at all: compute both sides and select with
+`torch.where`, paying for both every time.
 
 The rest of the comparison is ecosystem, and it moves. JAX (functional, traced and compiled with
 `jax.jit`; branches written as `lax.cond`) is the third framework to name. Keras 3 is no longer
@@ -53,13 +61,20 @@ Your tasks
 ==========
 1. `RepeatNet` - apply one shared layer a caller-chosen number of times.
 2. `GatedNet` - route every row through one of two layers, decided by the data.
-3. `record_output_shapes(model, x)` - use forward hooks to see what each leaf module produced.
+3. `ExportableGate` - route the whole batch by its data, in a form `torch.export` captures with
+   both branches in the graph. Its eager, define-by-run version is a plain Python `if`:
+
+       if x.sum() > 0:                  # eager: fine; torch.compile: a graph break;
+           return self.positive(x)      # torch.export: an error
+       return self.negative(x)
+
+4. `record_output_shapes(model, x)` - use forward hooks to see what each leaf module produced.
 
 Devices: the grader checks `RepeatNet` and `record_output_shapes` on the `meta` device (tensors
 with a shape but no data), which catches results built on the wrong device on any machine.
-`GatedNet` may read values to route its rows, which meta tensors do not have, so keeping its
-routing on the input's device (a mask built on the CPU for a CUDA input, say) is checked only on a
-CUDA machine (the `cuda` tests).
+`GatedNet` and `ExportableGate` read values to route, which meta tensors do not have, so keeping
+their routing on the input's device (a mask built on the CPU for a CUDA input, say) is checked
+only on a CUDA machine (the `cuda` tests).
 
 Follow-up questions
 ===================
@@ -67,6 +82,8 @@ Follow-up questions
   next call with `repeats=4`? What would `torch.export` give you for `repeats=3`?
 - How would you batch `GatedNet` so that each branch runs once per call, not once per row? Which
   version of it can `torch.export` capture without `torch.cond`?
+- When would you write `ExportableGate` with `torch.cond`, and when with `torch.where`? What does
+  each cost, and what does each do to the gradients of the layer that was not used?
 - Where does TensorFlow 2's `tf.function` (with AutoGraph) stand between define-by-run and
   define-and-run?
 - Why do hooks return a handle instead of offering `module.unregister_hook(fn)`?
@@ -119,6 +136,31 @@ class GatedNet(nn.Module):
           there with `.to(...)`).
         - Gradients reach `x` (when it requires grad) through the branch each row took.
         - Leaves `x` (values and `requires_grad`) and the parameters' existing `.grad` alone.
+        """
+        raise NotImplementedError  # TODO: replace this line with your implementation
+
+
+class ExportableGate(nn.Module):
+    """Routes the whole batch through one of two layers, by the sign of the batch's sum."""
+
+    def __init__(self, features: int) -> None:
+        """Hold `self.positive` and `self.negative`, each `nn.Linear(features, features)`, nothing else."""
+        raise NotImplementedError  # TODO: replace this line with your implementation
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Map `x` of shape `(batch, features)` to `self.positive(x)` or `self.negative(x)`.
+
+        One decision for the whole batch: `positive` when `x.sum() > 0`, else `negative` (a sum of
+        exactly 0 goes to `negative`).
+        - `torch.export.export(gate, (x,))` succeeds for any such example `x`, and the exported
+          program (its `.module()`) gives the eager result for every input of the example's shape,
+          whichever branch that input takes - not only the branch the example took.
+        - The output has `x`'s dtype and device (those of the layers, once the module is moved there
+          with `.to(...)`).
+        - Gradients reach `x` (when it requires grad) and the parameters of the layer that was used;
+          the other layer's parameters end with a zero gradient or none.
+        - Leaves `x` (values and `requires_grad`) and the parameters' existing `.grad` alone:
+          `backward` accumulates into `.grad` as usual.
         """
         raise NotImplementedError  # TODO: replace this line with your implementation
 

@@ -2,7 +2,7 @@
 
 Interview question: What is PyTorch and what are its main features?
 
-Difficulty 1/5, about 25 minutes.
+Difficulty 2/5, about 40 minutes.
 
 The idea
 ========
@@ -23,6 +23,30 @@ is recovered from the Python: `torch.compile` for speed, `torch.export` for depl
 ExecuTorch on devices, AOTInductor on servers, or ONNX). TorchScript (`torch.jit.script` /
 `torch.jit.trace`) is deprecated in favour of `torch.export`: you will meet it in older code only.
 
+How `torch.compile` recovers a graph
+====================================
+`torch.compile(fn)` returns a wrapper; nothing happens until the first call. Then TorchDynamo
+reads `fn`'s Python bytecode as it runs and records every tensor operation into an FX graph (a
+`torch.fx.GraphModule`: a list of nodes such as `call_function target=torch.relu`). It hands that
+graph to a *backend*, a callable `backend(graph_module, example_inputs)` that returns the callable
+to run in the graph's place. The default backend, Inductor, fuses the graph's ops into generated
+kernels (Triton on GPUs, C++ on CPUs); `backend="eager"` runs the graph as it was captured, which
+is how you test capture without paying for code generation.
+
+Dynamo traces what it can and stops where it cannot: a Python `if` on a tensor's value, `.item()`,
+`print`, a call into a C extension Dynamo does not know. There it makes a *graph break*: the
+graph so far is compiled, that piece of Python runs eagerly, and a new graph starts after it. The
+result is always correct, but one function can become several graphs, and nothing fuses across a
+break. A branch on a plain Python value (an `int` argument, a shape) is no break: Dynamo follows
+the path taken, bakes it in, and *guards* on the value.
+
+The compiled code is cached on the function's code object, behind those guards (shapes, dtypes,
+Python values, and the backend itself). A call that fails a guard recompiles; after
+`torch._dynamo.config.recompile_limit` (8) versions the function falls back to eager. To find
+breaks: `fullgraph=True` turns the first one into an error, `TORCH_LOGS="graph_breaks,recompiles"`
+logs them, and `torch._dynamo.explain(fn)(*args)` lists the graphs and the break reasons, at the
+cost of a `torch._dynamo.reset()` that throws away every compiled function's cache in the process.
+
 What interviewers probe
 =======================
 - "Eager" does not mean slow: each op is a call into optimized C++/CUDA kernels. What eager mode
@@ -41,8 +65,10 @@ What interviewers probe
 Your tasks
 ==========
 1. `build_mlp(in_features, hidden_features, out_features)` - a two-layer perceptron with `nn.Sequential`.
-2. `runtime_info()` - what this PyTorch install can do: version, CUDA, device count, best device.
-3. `fit_line(xs, ys, steps, lr)` - fit `y = w*x + b` by gradient descent with autograd.
+2. `capture_graphs(fn, *args)` - run `fn` once through `torch.compile` and hand back every graph it
+   captured: the graph breaks, seen for yourself.
+3. `fit_line(xs, ys, steps, lr)` - fit `y = w*x + b` by gradient descent, with autograd computing
+   the gradients.
 
 Devices: the grader checks `build_mlp` on the `meta` device (tensors with a shape but no data),
 which catches a hard-coded `device="cpu"` on any machine. `fit_line` needs real values, so where
@@ -54,6 +80,8 @@ Follow-up questions
   wait for)?
 - Why does `nn.Sequential` need its children to be `nn.Module`s rather than plain functions?
 - When would you reach for `torch.compile`, and what does it cost you on the first call?
+- Which lines of a function make `torch.compile` break the graph, how do you find the breaks, and
+  how do you remove the one a tensor-dependent `if` makes?
 - Why would `torch.compile` speed up `relu(x * w + b)` on a large tensor, although each op is
   already a fast kernel?
 - How does `torch.optim.SGD` know which tensors to update?
@@ -62,6 +90,9 @@ Grade this kata: `nox -s check -- 1`. Stuck? `nox -s hint -- 1`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -82,34 +113,42 @@ def build_mlp(in_features: int, hidden_features: int, out_features: int) -> nn.S
     )
 
 
-def runtime_info() -> dict:
-    """Describe this PyTorch installation.
+def capture_graphs(fn: Callable[..., Any], *args: Any) -> tuple[Any, list[torch.fx.GraphModule]]:
+    """Call `fn(*args)` once through `torch.compile` and return its result and the graphs captured.
 
-    Returns a dict with exactly these keys:
-    - "torch_version": `torch.__version__` as a plain `str` (exactly `str`, not a subclass);
-    - "cuda_available": bool, whether CUDA can be used now;
-    - "device_count": int, the number of CUDA devices; 0 whenever CUDA is not available, even if
-      `torch.cuda.device_count()` reports devices;
-    - "device": the plain `str` "cuda" when CUDA is available, else "cpu".
-    The answers reflect `torch.cuda` at the time of the call (nothing is cached).
+    - `fn` is a function or an `nn.Module`; `args` are its positional arguments.
+    - Returns `(result, graphs)`. `result` equals what an eager `fn(*args)` returns. `graphs` is a new
+      list of the `torch.fx.GraphModule`s that `torch.compile(fn)`, with its default capture settings,
+      captures during this call, in the order it captures them: the same graphs, operation for
+      operation, as `torch._dynamo.explain(fn)(*args).graphs` - one when `fn` traces whole, more when
+      it has graph breaks.
+    - `fn` runs exactly once: its Python side effects (a `print`, an append) happen once.
+    - Every call captures afresh: a second call with the same `fn` and arguments returns the graphs
+      again (they are not lost to compile's cache), and never graphs from an earlier call. (Compile
+      keeps at most `torch._dynamo.config.recompile_limit` versions of one function and runs it
+      eagerly after that, with nothing to capture; the grader stays well below the limit.)
+    - Leaves compile's process-wide state alone: functions compiled elsewhere keep their compiled
+      code (the call clears none of compile's caches, as `torch._dynamo.reset()`, and so
+      `torch._dynamo.explain`, would), and every `torch._dynamo.config` setting is as it was.
     """
-    cuda = torch.cuda.is_available()
-    return {
-        "torch_version": str(torch.__version__),
-        "cuda_available": cuda,
-        "device_count": torch.cuda.device_count() if cuda else 0,
-        "device": "cuda" if cuda else "cpu",
-    }
+    graphs: list[torch.fx.GraphModule] = []
+
+    def keep_graph(graph: torch.fx.GraphModule, example_inputs: list[Tensor]) -> Callable[..., Any]:
+        graphs.append(graph)
+        return graph.forward
+
+    result = torch.compile(fn, backend=keep_graph)(*args)
+    return result, graphs
 
 
 def fit_line(xs: Tensor, ys: Tensor, steps: int = 500, lr: float = 0.1) -> tuple[float, float]:
     """Fit `y = w * x + b` to the points `(xs[i], ys[i])` by gradient descent.
 
     - `xs` and `ys` are 1-D tensors of the same length.
-    - Start from `w = b = 0`; on each of `steps` steps compute the mean squared error, get its
-      gradients with autograd (`backward`), and move `w` and `b` against them by `lr` times the
-      gradient. `steps == 0` returns `(0.0, 0.0)`.
-    - Returns `(w, b)` as Python floats.
+    - Returns `(w, b)` as Python floats: where plain gradient descent with learning rate `lr` on the
+      mean squared error `mean((w * xs + b - ys) ** 2)`, started from `w = b = 0`, stands after
+      `steps` steps - the numbers `torch.optim.SGD([w, b], lr=lr)` reaches, up to float32 rounding.
+      `steps == 0` returns `(0.0, 0.0)`.
     - With the defaults it recovers `w` and `b` within 1e-2 on noiseless data from a line with
       |w|, |b| <= 3 and at least 8 xs spread evenly over [-1, 1] (both ends included).
     - Every call starts afresh: nothing carries over from an earlier call.
