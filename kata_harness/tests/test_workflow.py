@@ -131,7 +131,7 @@ def test_hint_without_an_interpreter_that_grades_guesses_the_task_from_the_code(
     result = run(repo, "hints", "1", bare=True)
     assert result.returncode == 0, result.stderr
     assert "could not grade" in result.stdout
-    assert "task 2/3: runtime_info" in result.stdout and "hint 1/3" in result.stdout
+    assert "task 2/3: capture_graphs" in result.stdout and "hint 1/3" in result.stdout
 
 
 def test_hint_blames_the_first_failing_task_in_source_order() -> None:
@@ -141,10 +141,10 @@ def test_hint_blames_the_first_failing_task_in_source_order() -> None:
     records = [
         {"outcome": "passed", "names": ["build_mlp"], "location": ""},
         {"outcome": "failed", "names": ["fit_line"], "location": "tests/test_k01_pytorch_features.py:9"},
-        {"outcome": "failed", "names": ["build_mlp", "runtime_info"],
-         "location": f"katas/{KATA}.py:{spans['runtime_info'][0] + 2}"},
+        {"outcome": "failed", "names": ["build_mlp", "capture_graphs"],
+         "location": f"katas/{KATA}.py:{spans['capture_graphs'][0] + 2}"},
     ]  # fmt: skip
-    assert hints.current_task(kata, records, source) == "runtime_info"  # its code, not build_mlp's, failed
+    assert hints.current_task(kata, records, source) == "capture_graphs"  # its code, not build_mlp's, failed
     assert hints.current_task(kata, records[:2], source) == "fit_line"
     assert hints.current_task(kata, records[:1], source) is None
 
@@ -176,7 +176,7 @@ def saved_digest(repo: Path) -> str:
         json.dumps({KATA: None}),
         json.dumps({KATA: {"shown": []}}),
         json.dumps({KATA: {"shown": {"build_mlp": "two"}}}),
-        json.dumps({KATA: {"shown": {"build_mlp": None, "runtime_info": True}}}),
+        json.dumps({KATA: {"shown": {"build_mlp": None, "capture_graphs": True}}}),
         json.dumps({KATA: {"graded": 5}}),
         json.dumps({KATA: {"graded": {"digest": 1, "task": ["build_mlp"]}}}),
         GRADED_TASK_GONE,
@@ -197,7 +197,7 @@ def test_hint_survives_a_malformed_state_file_with_at_most_a_one_line_notice(rep
 
 
 def test_hint_keeps_the_good_part_of_a_state_file(repo: Path) -> None:
-    state = {KATA: {"shown": {"build_mlp": 1, "runtime_info": "x"}}, "k99_gone": 7}
+    state = {KATA: {"shown": {"build_mlp": 1, "capture_graphs": "x"}}, "k99_gone": 7}
     (repo / ".katas-hints.json").write_text(json.dumps(state))
     result = run(repo, "hints", "1", bare=True)
     assert result.returncode == 0, result.stderr
@@ -298,7 +298,8 @@ def test_compare_refuses_off_a_terminal_until_the_kata_passes(repo: Path) -> Non
 
 def test_compare_peek_diffs_only_the_functions_that_differ(repo: Path) -> None:
     mine = solution_text().replace("nn.ReLU(),", "nn.Sigmoid(),")  # build_mlp differs
-    mine = mine.replace("cuda = torch.cuda.is_available()\n", "cuda = (torch.cuda.is_available())  # hm\n")
+    graphs = "    graphs: list[torch.fx.GraphModule] = "
+    mine = mine.replace(f"{graphs}[]\n", f"{graphs}([])  # hm\n")  # capture_graphs: other format only
     mine += "\n\ndef _helper() -> None:\n    pass\n"
     learner(repo).write_text(mine)
     result = run(repo, "compare", "1", "--peek", bare=True)
@@ -306,7 +307,7 @@ def test_compare_peek_diffs_only_the_functions_that_differ(repo: Path) -> None:
     assert f"--- katas/{KATA}.py (yours) build_mlp" in result.stdout
     assert f"+++ solutions/{KATA}.py (reference) build_mlp" in result.stdout
     assert "-        nn.Sigmoid()," in result.stdout and "+        nn.ReLU()," in result.stdout
-    assert "runtime_info" not in result.stdout and "fit_line" not in result.stdout  # same code, other format
+    assert "capture_graphs" not in result.stdout and "fit_line" not in result.stdout  # same code
     assert "only in yours (helpers the reference does without): _helper" in result.stdout
     assert "1 function(s) differ" in result.stdout
     hunk = re.search(r"^@@ -(\d+),(\d+) ", result.stdout, re.MULTILINE)
@@ -317,15 +318,15 @@ def test_compare_peek_diffs_only_the_functions_that_differ(repo: Path) -> None:
 
 
 def test_compare_ignores_renamed_locals_but_shows_real_differences_as_written(repo: Path) -> None:
-    # runtime_info: its local `cuda` renamed, and nothing else ("cuda" in keys and strings stays).
-    mine = solution_text().replace("cuda = torch", "has_gpu = torch").replace(" if cuda ", " if has_gpu ")
-    mine = mine.replace('"cuda_available": cuda,', '"cuda_available": has_gpu,')
+    # capture_graphs: its local `result` renamed, and nothing else.
+    mine = solution_text().replace("    result = torch.compile(", "    output = torch.compile(")
+    mine = mine.replace("    return result, graphs", "    return output, graphs")
     mine = mine.replace("loss", "mse").replace("for _ in", "for step in")  # fit_line: renamed locals...
     mine = mine.replace("w -= lr * w.grad", "w -= lr * 2 * w.grad")  # ... and one real change
     learner(repo).write_text(mine)
     result = run(repo, "compare", "1", "--peek", bare=True)
     assert result.returncode == 0, result.stderr
-    assert "runtime_info" not in result.stdout and "build_mlp" not in result.stdout
+    assert "capture_graphs" not in result.stdout and "build_mlp" not in result.stdout
     assert f"--- katas/{KATA}.py (yours) fit_line" in result.stdout
     assert "1 function(s) differ" in result.stdout
     # The diff is of the code as written: the learner's own names, on both sides of the change.
