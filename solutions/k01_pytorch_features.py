@@ -126,7 +126,10 @@ def capture_graphs(fn: Callable[..., Any], *args: Any) -> tuple[Any, list[torch.
     - Every call captures afresh: a second call with the same `fn` and arguments returns the graphs
       again (they are not lost to compile's cache), and never graphs from an earlier call. (Compile
       keeps at most `torch._dynamo.config.recompile_limit` versions of one function and runs it
-      eagerly after that, with nothing to capture; the grader stays well below the limit.)
+      eagerly after that, with nothing to capture; the grader stays well below the limit. Called
+      again on the same `fn` with other input shapes, compile may capture a graph with symbolic sizes
+      where `explain`, which starts from a reset, gives a static one: the grader compares calls with
+      shapes `fn` has not been compiled for.)
     - Leaves compile's process-wide state alone: functions compiled elsewhere keep their compiled
       code (the call clears none of compile's caches, as `torch._dynamo.reset()`, and so
       `torch._dynamo.explain`, would), and every `torch._dynamo.config` setting is as it was.

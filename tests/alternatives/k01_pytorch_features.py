@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -18,15 +21,27 @@ def build_mlp(in_features: int, hidden_features: int, out_features: int) -> nn.S
     return mlp
 
 
-def runtime_info() -> dict:
-    """Version, CUDA availability, CUDA device count and the best device name."""
-    has_cuda = bool(torch.cuda.is_available())
-    return {
-        "torch_version": str(torch.__version__),
-        "cuda_available": has_cuda,
-        "device_count": int(torch.cuda.device_count()) if has_cuda else 0,
-        "device": "cuda" if has_cuda else "cpu",
-    }
+class _GraphRecorder:
+    """A compile backend object that keeps every FX graph handed to it and runs each one as captured.
+
+    A new instance per capture: compile's cache entries are tied to the backend that made them, so an
+    unseen backend object misses every cached entry (of `fn` and of its resume functions) and captures
+    afresh, while entries made for other backends stay where they are.
+    """
+
+    def __init__(self) -> None:
+        self.graphs: list[torch.fx.GraphModule] = []
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
+        self.graphs.append(gm)
+        return gm.forward
+
+
+def capture_graphs(fn: Callable[..., Any], *args: Any) -> tuple[Any, list[torch.fx.GraphModule]]:
+    """Run `fn(*args)` once under `torch.compile` with a fresh recording backend; return result and graphs."""
+    recorder = _GraphRecorder()
+    result = torch.compile(fn, backend=recorder)(*args)
+    return result, list(recorder.graphs)
 
 
 def fit_line(xs: Tensor, ys: Tensor, steps: int = 500, lr: float = 0.1) -> tuple[float, float]:

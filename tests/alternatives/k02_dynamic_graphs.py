@@ -36,6 +36,25 @@ class GatedNet(nn.Module):
         return torch.where(take_positive, self.positive(x), self.negative(x))
 
 
+class ExportableGate(nn.Module):
+    """Whole-batch routing by the batch's sum, branch-free: both layers run and `torch.where` selects."""
+
+    def __init__(self, features: int) -> None:
+        """Create the two branch layers."""
+        super().__init__()
+        self.positive = nn.Linear(features, features)
+        self.negative = nn.Linear(features, features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Select between both full-batch results with a 0-dim predicate broadcast by `torch.where`.
+
+        No Python `if` on a tensor value, so `torch.export` records the choice as an op in one graph;
+        the unused layer still runs and receives an all-zero gradient.
+        """
+        use_positive = x.sum() > 0
+        return torch.where(use_positive, self.positive(x), self.negative(x))
+
+
 def record_output_shapes(model: nn.Module, x: Tensor) -> dict[str, tuple[int, ...]]:
     """Leaf-module output shapes, captured by one temporary global forward hook, filtered to `model`."""
     leaf_names: dict[nn.Module, str] = {}
