@@ -1,4 +1,5 @@
-"""Grader for k09_train_vs_eval: eval-mode prediction, restoring every mode flag, and Monte-Carlo dropout.
+"""Grader for k09_train_vs_eval: eval-mode prediction, restoring every mode flag, Monte-Carlo dropout, and
+BatchNorm written by hand (MyBatchNorm1d, graded against torch's nn.BatchNorm1d run in float64).
 
 Device bugs (an output moved to, or built on, the CPU) are caught on the `meta` device, which has no data:
 anything that goes through host memory fails there. The tests taking the `device` fixture repeat the
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from kata_harness import load_kata
-from kata_harness.testing import assert_close
+from kata_harness.testing import assert_close, record_torch_calls
 
 kata = load_kata("k09_train_vs_eval")
 
@@ -630,3 +631,704 @@ def test_mc_dropout_predict_rejects_fewer_than_two_samples() -> None:
             f"samples={samples} should raise ValueError before any forward pass, but the model ran "
             f"{len(recorder.seen)} time(s)"
         )
+
+
+# -------------------------------------------------------------------------------------------- MyBatchNorm1d
+#
+# The oracle is torch's own nn.BatchNorm1d, run in float64 on the same state. Tolerances for float64
+# comparisons: rtol=1e-6, atol=1e-9. Any correct float64 implementation agrees with torch to ~1e-13 (sums in
+# another order, rsqrt vs sqrt); 1e-6 also admits a momentum=None factor computed as a float32 tensor
+# (1/3 in float32 is 3e-8 off). Every bug below moves a value by more than 1e-4 of itself: the channels'
+# variances run from 1e-4 to 9, so even eps outside the square root (eps=1e-5) changes an output by 5%.
+
+RTOL64, ATOL64 = 1e-6, 1e-9
+F64 = torch.float64
+FORBIDDEN_NORMS = ("batch_norm", "instance_norm", "layer_norm", "group_norm")
+BN_SHAPES = [(8, 4), (5, 4, 3), (3, 4, 4)]  # (N, C), (N, C, L), and (N, C, L) with L == C
+BN_SHAPE_IDS = ["(N,C)", "(N,C,L)", "(N,C,L=C)"]
+
+
+def make_batch(shape: tuple[int, ...], dtype: torch.dtype = F64, device: Any = "cpu") -> torch.Tensor:
+    """A batch whose channels (dim 1) have very different means and spreads (std from 0.01 to 3)."""
+    c = shape[1]
+    view = (1, c) + (1,) * (len(shape) - 2)
+    scale = torch.logspace(-2, 0.5, c, dtype=F64).view(view)
+    shift = torch.linspace(-2.0, 3.0, c, dtype=F64).view(view)
+    return (torch.randn(shape, dtype=F64) * scale + shift).to(device=device, dtype=dtype)
+
+
+def load_state(target: nn.Module, source: nn.Module, who: str) -> None:
+    try:
+        target.load_state_dict(source.state_dict())
+    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        pytest.fail(
+            f"{who}.load_state_dict(...) refused the other module's state dict: {exc}; likely cause: the "
+            f"parameters and buffers are not named, shaped or registered as nn.BatchNorm1d's are "
+            f"(weight, bias, running_mean, running_var, num_batches_tracked).",
+            pytrace=False,
+        )
+
+
+def bn_pair(
+    num_features: int = 4, *, randomise: bool = True, device: Any = "cpu", **kwargs: Any
+) -> tuple[nn.Module, nn.BatchNorm1d]:
+    """(mine, torch's), float64, in the same state: torch's randomised away from the defaults, then loaded."""
+    kwargs.setdefault("dtype", F64)
+    ref = nn.BatchNorm1d(num_features, device=device, **kwargs)
+    if randomise:
+        with torch.no_grad():
+            if ref.affine:
+                ref.weight.uniform_(0.5, 1.5)
+                ref.bias.uniform_(-0.5, 0.5)
+            if ref.track_running_stats:
+                ref.running_mean.uniform_(-1.0, 1.0)
+                ref.running_var.uniform_(0.5, 2.0)
+                ref.num_batches_tracked.fill_(3)
+    mine = kata.MyBatchNorm1d(num_features, device=device, **kwargs)
+    load_state(mine, ref, "MyBatchNorm1d")
+    return mine, ref
+
+
+def stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Per-channel (mean, biased variance, unbiased variance, values per channel) of x, in float64."""
+    x = x.detach().double()
+    dims = (0,) if x.dim() == 2 else (0, 2)
+    n = x.numel() // x.shape[1]
+    mean = x.mean(dim=dims)
+    biased = ((x - mean.view((1, -1) + (1,) * (x.dim() - 2))) ** 2).sum(dim=dims) / n
+    return mean, biased, biased * n / (n - 1), n
+
+
+def normalise(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps) * weight + bias in float64, the vectors broadcast along dim 1."""
+    view = (1, -1) + (1,) * (x.dim() - 2)
+    out = (x.detach().double() - mean.view(view)) / torch.sqrt(var.view(view) + bn.eps)
+    if bn.affine:
+        out = out * bn.weight.detach().double().view(view) + bn.bias.detach().double().view(view)
+    return out
+
+
+def matching(got: torch.Tensor, candidates: dict[str, torch.Tensor]) -> str:
+    """The description of the first wrong candidate that `got` equals, or a generic line."""
+    for why, candidate in candidates.items():
+        if candidate.shape == got.shape and torch.allclose(
+            got.detach().double().cpu(), candidate.cpu(), rtol=1e-6, atol=1e-9
+        ):
+            return f"it equals what you get when {why}"
+    return "it matches none of the usual mistakes; compare your computation with the module docstring"
+
+
+def run_both(mine: nn.Module, ref: nn.BatchNorm1d, x: torch.Tensor) -> tuple[Any, torch.Tensor]:
+    """(mine(x), ref(x)), torch's module run first: a kata that changes x in place cannot skew the oracle."""
+    expected = ref(x)
+    return mine(x), expected
+
+
+def check_output(got: Any, expected: torch.Tensor, candidates: dict[str, torch.Tensor], what: str) -> None:
+    assert isinstance(got, torch.Tensor), f"{what}: expected a tensor, got {type(got).__name__}"
+    assert got.shape == expected.shape and got.dtype == expected.dtype, (
+        f"{what}: expected shape {tuple(expected.shape)} and dtype {expected.dtype}, got "
+        f"{tuple(got.shape)} {got.dtype}; the output has the input's shape and dtype"
+    )
+    assert got.device == expected.device, (
+        f"{what}: the output is on {got.device}, the input on {expected.device}"
+    )
+    assert_close(
+        got.detach(),
+        expected.detach(),
+        rtol=RTOL64,
+        atol=ATOL64,
+        what=what,
+        likely_cause=matching(got, candidates),
+    )
+
+
+def train_output_mistakes(x: torch.Tensor, bn: nn.BatchNorm1d) -> dict[str, torch.Tensor]:
+    """Outputs of the usual wrong train-mode passes, from torch's module state *before* it ran."""
+    mean, biased, unbiased, _ = stats(x)
+    found = {
+        "the batch is normalised with its UNBIASED variance (divided by n - 1, the default of `Tensor.var`); "
+        "normalisation uses the biased one (divided by n)": normalise(x, mean, unbiased, bn),
+        "eps is added outside the square root: it belongs inside, sqrt(var + eps)": normalise(
+            x, mean, (biased.sqrt() + bn.eps) ** 2 - bn.eps, bn
+        ),
+    }
+    if bn.track_running_stats:
+        found["train mode normalises with the running statistics: it uses the batch's own"] = normalise(
+            x, bn.running_mean.double(), bn.running_var.double(), bn
+        )
+    if x.dim() == 3:
+        xd = x.detach().double()
+        per_position = (xd - xd.mean(dim=0)) / torch.sqrt(xd.var(dim=0, correction=0) + bn.eps)
+        if bn.affine:
+            per_position = per_position * bn.weight.detach().double().view(
+                1, -1, 1
+            ) + bn.bias.detach().double().view(1, -1, 1)
+        found[
+            "the statistics are taken over N only, per (channel, position); for (N, C, L) they are taken "
+            "over N and L together"
+        ] = per_position
+    if bn.affine:
+        plain = (x.detach().double() - mean.view((1, -1) + (1,) * (x.dim() - 2))) / torch.sqrt(
+            biased.view((1, -1) + (1,) * (x.dim() - 2)) + bn.eps
+        )
+        found["weight and bias are not applied"] = plain
+        if x.dim() == 3 and x.shape[2] == x.shape[1]:  # silently wrong only when L == C; else shapes refuse
+            weight, bias = bn.weight.detach().double(), bn.bias.detach().double()
+            found[
+                "weight and bias are broadcast along the last dimension (L) instead of the channel dimension "
+                "(dim 1): reshape them to (1, C, 1)"
+            ] = plain * weight + bias
+    return found
+
+
+def running_mistakes(
+    old: torch.Tensor,
+    batch_unbiased: torch.Tensor,
+    batch_biased: torch.Tensor | None,
+    factor: float,
+    nbt_before: int | None = None,
+    momentum: float | None = 0.1,
+) -> dict[str, torch.Tensor]:
+    """Running statistics after the usual wrong updates (`batch_biased` only for the variance)."""
+    found = {}
+    if momentum is not None:
+        found[
+            "momentum weighs the OLD estimate (running = momentum * running + (1 - momentum) * batch); "
+            "BatchNorm's momentum is the weight of the NEW batch, the opposite of an optimizer's"
+        ] = momentum * old + (1 - momentum) * batch_unbiased
+    if batch_biased is not None:
+        found[
+            "the running variance is fed the BIASED batch variance; it takes the unbiased one (divided by "
+            "n - 1)"
+        ] = (1 - factor) * old + factor * batch_biased
+    if momentum is None:
+        found[
+            "momentum=None is treated as the default 0.1; None means a cumulative average, factor 1 / count"
+        ] = 0.9 * old + 0.1 * batch_unbiased
+        if nbt_before:
+            found[
+                "the cumulative average's factor uses the count before this batch (1 / num_batches_tracked "
+                "read before adding 1)"
+            ] = (1 - 1 / nbt_before) * old + batch_unbiased / nbt_before
+        found["momentum=None is treated as 0 (no update); None means a cumulative average"] = old
+    found["the running statistic was replaced by the batch's"] = batch_unbiased
+    found["the running statistic was not updated in train mode"] = old
+    return found
+
+
+def buffers(bn: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: b.detach().clone() for name, b in bn.named_buffers()}
+
+
+# --------------------------------------------------------------------------- MyBatchNorm1d: its state
+
+
+AFFINE_TRACK = [(True, True), (False, True), (True, False), (False, False)]
+AFFINE_TRACK_IDS = ["affine", "no-affine", "no-running-stats", "neither"]
+
+
+def describe(named: Any) -> list[tuple[str, tuple[int, ...], torch.dtype, str, bool]]:
+    return [(n, tuple(t.shape), t.dtype, t.device.type, t.requires_grad) for n, t in named]
+
+
+@pytest.mark.parametrize(("affine", "track"), AFFINE_TRACK, ids=AFFINE_TRACK_IDS)
+@pytest.mark.parametrize(("device", "dtype"), [(None, None), ("meta", F64)], ids=["defaults", "meta-float64"])
+def test_batchnorm_has_torchs_parameters_and_buffers(
+    affine: bool, track: bool, device: Any, dtype: Any
+) -> None:
+    kwargs = dict(affine=affine, track_running_stats=track, device=device, dtype=dtype)
+    mine = kata.MyBatchNorm1d(5, **kwargs)
+    ref = nn.BatchNorm1d(5, **kwargs)
+    assert isinstance(mine, nn.Module), f"MyBatchNorm1d should be an nn.Module, got {type(mine).__mro__}"
+    assert not list(mine.children()), (
+        f"MyBatchNorm1d has submodules {[type(m).__name__ for m in mine.children()]}; it holds its own "
+        f"parameters and buffers instead of wrapping a module (nn.BatchNorm1d is what you are writing)"
+    )
+    got, expected = describe(mine.named_parameters()), describe(ref.named_parameters())
+    assert got == expected, (
+        f"MyBatchNorm1d(5, {kwargs}) parameters (name, shape, dtype, device, requires_grad): expected "
+        f"{expected}, got {got}; likely cause: a tensor that is not an nn.Parameter is not trained, "
+        f"affine=False has no parameters, and device=/dtype= go to every tensor the module creates."
+    )
+    got, expected = describe(mine.named_buffers()), describe(ref.named_buffers())
+    assert got == expected, (
+        f"MyBatchNorm1d(5, {kwargs}) buffers (name, shape, dtype, device, requires_grad): expected "
+        f"{expected}, got {got}; likely cause: a plain tensor attribute is not a buffer (it is neither "
+        f"saved in the state dict nor moved by .to()); num_batches_tracked is a 0-dim int64 tensor whatever "
+        f"`dtype` says; track_running_stats=False keeps no buffers."
+    )
+    assert list(mine.state_dict()) == list(ref.state_dict()), (
+        f"state_dict keys: expected {list(ref.state_dict())}, got {list(mine.state_dict())}"
+    )
+    for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+        if getattr(ref, name) is None:
+            assert getattr(mine, name, "missing") is None, (
+                f"with affine={affine}, track_running_stats={track}, nn.BatchNorm1d's `{name}` is None; "
+                f"MyBatchNorm1d's is {getattr(mine, name, 'missing')!r}"
+            )
+    if device is None:
+        for name, value in ref.state_dict().items():
+            assert torch.equal(mine.state_dict()[name], value), (
+                f"a new module's {name} should start as {value.tolist()}, "
+                f"got {mine.state_dict()[name].tolist()}"
+            )
+
+
+def test_batchnorm_keeps_its_settings_as_attributes() -> None:
+    mine = kata.MyBatchNorm1d(6, eps=1e-3, momentum=None, affine=False, track_running_stats=False)
+    got = {
+        name: getattr(mine, name, "missing")
+        for name in ("num_features", "eps", "momentum", "affine", "track_running_stats")
+    }
+    expected = {
+        "num_features": 6,
+        "eps": 1e-3,
+        "momentum": None,
+        "affine": False,
+        "track_running_stats": False,
+    }
+    assert got == expected, (
+        f"attributes: expected {expected}, got {got} (nn.BatchNorm1d keeps them under these names)"
+    )
+    defaults = kata.MyBatchNorm1d(3)
+    got = {
+        name: getattr(defaults, name, "missing")
+        for name in ("eps", "momentum", "affine", "track_running_stats")
+    }
+    expected = {"eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True}
+    assert got == expected, f"defaults: expected nn.BatchNorm1d's {expected}, got {got}"
+
+
+def test_batchnorm_state_dicts_load_both_ways() -> None:
+    mine, _ = bn_pair()
+    mine.train()
+    mine(make_batch((8, 4)))
+    again = nn.BatchNorm1d(4, dtype=F64)
+    load_state(again, mine, "nn.BatchNorm1d")
+    for name, value in mine.state_dict().items():
+        assert torch.equal(again.state_dict()[name], value), f"{name} did not survive the round trip"
+
+
+# --------------------------------------------------------------------------- MyBatchNorm1d: train mode
+
+
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=BN_SHAPE_IDS)
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "no-affine"])
+def test_batchnorm_train_output_matches_torch(shape: tuple[int, ...], affine: bool) -> None:
+    mine, ref = bn_pair(affine=affine)
+    mine.train(), ref.train()
+    x = make_batch(shape)
+    mistakes = train_output_mistakes(x, ref)
+    check_output(
+        *run_both(mine, ref, x), mistakes, f"MyBatchNorm1d(affine={affine}) in train mode on a {shape} batch"
+    )
+
+
+@pytest.mark.parametrize("shape", BN_SHAPES[:2], ids=BN_SHAPE_IDS[:2])
+@pytest.mark.parametrize("momentum", [0.1, 0.3])
+def test_batchnorm_train_updates_the_running_statistics(shape: tuple[int, ...], momentum: float) -> None:
+    mine, ref = bn_pair(momentum=momentum)
+    mine.train(), ref.train()
+    x = make_batch(shape)
+    mean, biased, unbiased, _ = stats(x)
+    old_mean, old_var = ref.running_mean.clone(), ref.running_var.clone()
+    ref(x), mine(x)
+    check_running(
+        mine,
+        ref,
+        f"one train-mode step with momentum={momentum} on a {shape} batch",
+        {
+            "running_mean": running_mistakes(old_mean, mean, None, momentum, momentum=momentum),
+            "running_var": running_mistakes(old_var, unbiased, biased, momentum, momentum=momentum),
+        },
+    )
+
+
+def check_running(
+    mine: nn.Module, ref: nn.BatchNorm1d, when: str, mistakes: dict[str, dict[str, torch.Tensor]]
+) -> None:
+    got_count, expected_count = mine.num_batches_tracked, ref.num_batches_tracked
+    assert isinstance(got_count, torch.Tensor) and got_count.dtype == torch.int64 and got_count.dim() == 0, (
+        f"after {when}, num_batches_tracked should be a 0-dim int64 tensor, got {got_count!r}"
+    )
+    assert int(got_count) == int(expected_count), (
+        f"after {when}, num_batches_tracked should be {int(expected_count)}, got {int(got_count)}; it counts "
+        f"the train-mode forward passes of a module that tracks running statistics, whatever its momentum, "
+        f"and eval mode does not count"
+    )
+    for name in ("running_mean", "running_var"):
+        got, expected = getattr(mine, name), getattr(ref, name)
+        assert not got.requires_grad and got.grad_fn is None, (
+            f"after {when}, {name} carries an autograd graph (requires_grad={got.requires_grad}, "
+            f"grad_fn={got.grad_fn}); likely cause: the running statistics were updated from the batch "
+            f"statistics with grad mode on. They are data, not part of the graph: every batch's graph would "
+            f"stay alive through them. Update them under torch.no_grad() (or from detached statistics)."
+        )
+        assert_close(
+            got.detach(),
+            expected,
+            rtol=RTOL64,
+            atol=ATOL64,
+            what=f"{name} after {when}",
+            likely_cause=matching(got, mistakes.get(name, {})),
+        )
+
+
+@pytest.mark.parametrize("shape", BN_SHAPES[:2], ids=BN_SHAPE_IDS[:2])
+def test_batchnorm_momentum_none_is_a_cumulative_average(shape: tuple[int, ...]) -> None:
+    mine, ref = bn_pair(momentum=None, randomise=False)
+    mine.train(), ref.train()
+    means, variances = [], []
+    for step in range(1, 5):
+        x = make_batch(shape)
+        mean, biased, unbiased, _ = stats(x)
+        old_mean, old_var = ref.running_mean.clone(), ref.running_var.clone()
+        means.append(mean)
+        variances.append(unbiased)
+        ref(x), mine(x)
+        check_running(
+            mine,
+            ref,
+            f"train-mode step {step} of a new module with momentum=None",
+            {
+                "running_mean": running_mistakes(old_mean, mean, None, 1 / step, step - 1, momentum=None),
+                "running_var": running_mistakes(old_var, unbiased, biased, 1 / step, step - 1, momentum=None),
+            },
+        )
+    # The point of momentum=None, said without torch: the plain average of every batch's statistics.
+    assert_close(
+        mine.running_mean.detach(),
+        torch.stack(means).mean(dim=0),
+        rtol=RTOL64,
+        atol=ATOL64,
+        what="running_mean after 4 steps with momentum=None vs the average of the 4 batch means",
+    )
+    assert_close(
+        mine.running_var.detach(),
+        torch.stack(variances).mean(dim=0),
+        rtol=RTOL64,
+        atol=ATOL64,
+        what="running_var after 4 steps with momentum=None vs the average of the 4 unbiased batch variances",
+    )
+
+
+def test_batchnorm_momentum_none_continues_the_count_it_loaded() -> None:
+    mine, ref = bn_pair(momentum=None)  # num_batches_tracked = 3: the next batch weighs 1/4
+    mine.train(), ref.train()
+    x = make_batch((6, 4))
+    mean, biased, unbiased, _ = stats(x)
+    old_mean, old_var = ref.running_mean.clone(), ref.running_var.clone()
+    ref(x), mine(x)
+    check_running(
+        mine,
+        ref,
+        "one train-mode step with momentum=None after loading num_batches_tracked=3",
+        {
+            "running_mean": running_mistakes(old_mean, mean, None, 0.25, 3, momentum=None),
+            "running_var": running_mistakes(old_var, unbiased, biased, 0.25, 3, momentum=None),
+        },
+    )
+
+
+def test_batchnorm_reads_momentum_when_it_runs() -> None:
+    mine, ref = bn_pair(momentum=0.1)
+    mine.train(), ref.train()
+    mine.momentum = ref.momentum = 0.5
+    ref(x := make_batch((6, 4))), mine(x)
+    mine.momentum = ref.momentum = None
+    ref(x := make_batch((6, 4))), mine(x)
+    check_running(mine, ref, "steps after setting `bn.momentum = 0.5`, then `bn.momentum = None`", {})
+
+
+def test_batchnorm_counts_train_mode_batches_only() -> None:
+    for momentum in (0.1, None):
+        mine, ref = bn_pair(momentum=momentum, randomise=False)
+        for mode in (True, True, False, True, False):
+            mine.train(mode), ref.train(mode)
+            ref(x := make_batch((6, 4))), mine(x)
+            check_running(mine, ref, f"a sequence of train and eval passes with momentum={momentum}", {})
+
+
+# --------------------------------------------------------------------------- MyBatchNorm1d: eval mode
+
+
+@pytest.mark.parametrize("shape", [*BN_SHAPES, (1, 4)], ids=[*BN_SHAPE_IDS, "(1,C)"])
+def test_batchnorm_eval_uses_the_running_statistics_and_changes_nothing(shape: tuple[int, ...]) -> None:
+    mine, ref = bn_pair()
+    mine.eval(), ref.eval()
+    before = buffers(ref)
+    x = make_batch(shape)
+    mean, biased, _, _ = stats(x)
+    mistakes = {
+        "eval mode normalises with the batch's statistics: it uses running_mean and running_var": normalise(
+            x, mean, biased, ref
+        )
+    }
+    rm, rv = ref.running_mean.double(), ref.running_var.double()
+    mistakes["eps is added outside the square root: it belongs inside, sqrt(var + eps)"] = normalise(
+        x, rm, (rv.sqrt() + ref.eps) ** 2 - ref.eps, ref
+    )
+    check_output(*run_both(mine, ref, x), mistakes, f"MyBatchNorm1d in eval mode on a {shape} batch")
+    for name, value in buffers(mine).items():
+        assert torch.equal(value, before[name]), (
+            f"eval mode changed {name}: {before[name].tolist()} -> {value.tolist()}; likely cause: the "
+            f"running statistics (or the count) are updated whatever the mode. Only train mode updates them."
+        )
+
+
+@pytest.mark.parametrize("shape", BN_SHAPES[:2], ids=BN_SHAPE_IDS[:2])
+def test_batchnorm_without_running_statistics_uses_the_batch_in_both_modes(shape: tuple[int, ...]) -> None:
+    mine, ref = bn_pair(track_running_stats=False)
+    for mode in (True, False):
+        mine.train(mode), ref.train(mode)
+        x = make_batch(shape)
+        mistakes = train_output_mistakes(x, ref)
+        check_output(
+            *run_both(mine, ref, x),
+            mistakes,
+            f"MyBatchNorm1d(track_running_stats=False) in {'train' if mode else 'eval'} mode (no running "
+            f"statistics: the batch's own are used in both modes)",
+        )
+
+
+# --------------------------------------------------------------------------- MyBatchNorm1d: errors
+
+
+@pytest.mark.parametrize("shape", [(1, 4), (1, 4, 1)], ids=["(1,C)", "(1,C,1)"])
+def test_batchnorm_one_value_per_channel_raises_in_train_mode(shape: tuple[int, ...]) -> None:
+    for track, mode in ((True, True), (False, True), (False, False)):
+        mine = kata.MyBatchNorm1d(4, track_running_stats=track).train(mode)
+        try:
+            out = mine(torch.randn(shape))
+        except ValueError:
+            continue
+        pytest.fail(
+            f"MyBatchNorm1d(track_running_stats={track}) in {'train' if mode else 'eval'} mode returned "
+            f"{type(out).__name__} for a {shape} input instead of raising ValueError: with one value per "
+            f"channel the batch variance is 0 (every output would be the bias) and the unbiased one divides "
+            f"by 0; nn.BatchNorm1d refuses with ValueError whenever it needs batch statistics",
+            pytrace=False,
+        )
+
+
+def test_batchnorm_one_sequence_with_several_positions_is_fine() -> None:
+    mine, ref = bn_pair()
+    mine.train(), ref.train()
+    x = make_batch((1, 4, 3))
+    mistakes = train_output_mistakes(x, ref)
+    check_output(
+        *run_both(mine, ref, x),
+        mistakes,
+        "MyBatchNorm1d in train mode on one (1, C, 3) sequence (3 values per channel)",
+    )
+
+
+@pytest.mark.parametrize("shape", [(4,), (2, 4, 3, 3)], ids=["1-D", "4-D"])
+def test_batchnorm_rejects_inputs_that_are_not_2d_or_3d(shape: tuple[int, ...]) -> None:
+    mine = kata.MyBatchNorm1d(4)
+    for mode in (True, False):
+        mine.train(mode)
+        try:
+            mine(torch.randn(shape))
+        except ValueError:
+            continue
+        except NotImplementedError:
+            raise  # the stub: "not started"
+        except Exception as exc:  # any other error breaks the contract
+            pytest.fail(
+                f"a {len(shape)}-D input raised {type(exc).__name__} ({exc}) instead of ValueError; check "
+                f"the number of dimensions first, as nn.BatchNorm1d does (BatchNorm2d is for 4-D input)",
+                pytrace=False,
+            )
+        pytest.fail(f"a {len(shape)}-D input should raise ValueError, it was accepted", pytrace=False)
+
+
+# --------------------------------------------------------------------------- MyBatchNorm1d: autograd
+
+
+def grads_after(bn: nn.Module, x: torch.Tensor, upstream: torch.Tensor) -> dict[str, torch.Tensor]:
+    x = x.detach().clone().requires_grad_()
+    for p in bn.parameters():
+        p.grad = None
+    (bn(x) * upstream).sum().backward()
+    found = {"x": x.grad}
+    found.update({name: p.grad for name, p in bn.named_parameters()})
+    return found
+
+
+@pytest.mark.parametrize("shape", BN_SHAPES[:2], ids=BN_SHAPE_IDS[:2])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_batchnorm_gradients_match_torch(shape: tuple[int, ...], mode: str) -> None:
+    mine, ref = bn_pair()
+    mine.train(mode == "train"), ref.train(mode == "train")
+    x, upstream = make_batch(shape), torch.randn(shape, dtype=F64)
+    _, biased, _, _ = stats(x)
+    view = (1, -1) + (1,) * (len(shape) - 2)
+    # The gradient to x when the batch mean and variance are treated as constants (detached).
+    as_constants = upstream * (ref.weight.detach() / torch.sqrt(biased + ref.eps)).view(view)
+    expected = grads_after(ref, x, upstream)
+    got = grads_after(mine, x, upstream)
+    for name, want in expected.items():
+        have = got.get(name)
+        assert have is not None, (
+            f"after backward() in {mode} mode, {name}.grad is None; likely cause: the output was computed "
+            f"from detached tensors or under torch.no_grad(), so no gradient reaches {name}"
+        )
+        cause = "the gradient must flow as through nn.BatchNorm1d"
+        if name == "x" and mode == "train":
+            cause = matching(
+                have,
+                {
+                    "the batch mean and variance are detached (or computed under no_grad): in train mode the "
+                    "gradient flows through them too, since every output depends on every value of its "
+                    "channel": as_constants,
+                },
+            )
+        assert_close(
+            have,
+            want,
+            rtol=RTOL64,
+            atol=ATOL64,
+            what=f"gradient w.r.t. {name} in {mode} mode",
+            likely_cause=cause,
+        )
+
+
+def test_batchnorm_running_statistics_carry_no_graph() -> None:
+    mine, _ = bn_pair()
+    mine.train()
+    x = make_batch((6, 4)).requires_grad_()
+    out = mine(x)
+    for name in ("running_mean", "running_var"):
+        buffer = getattr(mine, name)
+        assert not buffer.requires_grad and buffer.grad_fn is None, (
+            f"after a train-mode forward pass on an input that requires grad, {name} has requires_grad="
+            f"{buffer.requires_grad}, grad_fn={buffer.grad_fn}; likely cause: the running statistics were "
+            f"updated from the batch statistics with grad mode on. A buffer that keeps a graph keeps every "
+            f"earlier batch's activations alive, and a later backward through it fails."
+        )
+    out.sum().backward()
+    mine.eval()
+    mine(make_batch((6, 4)).requires_grad_()).sum().backward()  # would fail if the buffers kept the old graph
+
+
+def test_batchnorm_leaves_the_input_alone() -> None:
+    mine, _ = bn_pair()
+    for mode in (True, False):
+        mine.train(mode)
+        for requires_grad in (False, True):
+            x = make_batch((6, 4, 3)).requires_grad_(requires_grad)
+            copy = x.detach().clone()
+            mine(x)
+            assert torch.equal(x.detach(), copy) and x.requires_grad == requires_grad, (
+                f"MyBatchNorm1d in {'train' if mode else 'eval'} mode changed its input (values equal: "
+                f"{torch.equal(x.detach(), copy)}, requires_grad {requires_grad} -> {x.requires_grad}); "
+                f"likely cause: in-place arithmetic (`x -= mean`, `x.sub_(...)`) on the caller's tensor."
+            )
+
+
+# ------------------------------------------------------------------------- MyBatchNorm1d: over several steps
+
+
+BN_CONFIGS = [
+    dict(shape=(8, 4), affine=True, momentum=0.1),
+    dict(shape=(5, 4, 3), affine=True, momentum=None),
+    dict(shape=(6, 4), affine=False, momentum=0.3, eps=1e-3),
+    dict(shape=(4, 4, 4), affine=True, momentum=0.1, track_running_stats=False),
+]
+BN_CONFIG_IDS = ["(N,C)-m0.1", "(N,C,L)-cumulative", "no-affine-m0.3-eps1e-3", "(N,C,L=C)-no-running-stats"]
+
+
+@pytest.mark.parametrize("config", BN_CONFIGS, ids=BN_CONFIG_IDS)
+def test_batchnorm_matches_torch_over_several_steps(config: dict[str, Any], device: torch.device) -> None:
+    config = dict(config)
+    shape = config.pop("shape")
+    mine, ref = bn_pair(device=device, **config)
+    for step, mode in enumerate(["train", "train", "eval", "train", "eval"], start=1):
+        mine.train(mode == "train"), ref.train(mode == "train")
+        x = make_batch(shape, device=device)
+        upstream = torch.randn(shape, dtype=F64, device=device)
+        when = f"step {step} ({mode} mode) of a sequence with {config} on {shape} batches"
+        expected, got = grads_after(ref, x, upstream), grads_after(mine, x, upstream)
+        with torch.no_grad():
+            check_output(
+                *run_both(mine, ref, x), {}, f"the output at {when}"
+            )  # also advances the running statistics
+        if ref.track_running_stats:
+            check_running(mine, ref, when, {})
+        for name, want in expected.items():
+            assert got.get(name) is not None, f"at {when}, {name}.grad is None"
+            assert_close(got[name], want, rtol=RTOL64, atol=ATOL64, what=f"gradient w.r.t. {name} at {when}")
+        with torch.no_grad():  # the same SGD step on both, so the parameters move away from where they were
+            for name, ref_p in ref.named_parameters():
+                mine_p = getattr(mine, name)
+                mine_p -= 0.1 * mine_p.grad
+                ref_p -= 0.1 * ref_p.grad
+
+
+def test_batchnorm_in_float32_stays_float32() -> None:
+    mine, ref = kata.MyBatchNorm1d(4), nn.BatchNorm1d(4)
+    for mode in (True, False):
+        mine.train(mode), ref.train(mode)
+        x = make_batch((16, 4, 3), dtype=torch.float32)
+        expected, got = ref(x), mine(x)
+        assert got.dtype == torch.float32 and mine.running_mean.dtype == torch.float32, (
+            f"a float32 module on a float32 input should give a float32 output and keep float32 running "
+            f"statistics, got {got.dtype} and {mine.running_mean.dtype}; likely cause: a float64 constant "
+            f"tensor, or statistics computed with dtype=torch.float64, promoted the result."
+        )
+        # float32 against float32: sums in another order differ by a few ulps, and normalising divides
+        # that by the channel's std (0.01 for one channel here): up to ~2e-5 apart, torch's own output too.
+        assert_close(
+            got, expected, rtol=1e-4, atol=1e-4, what=f"float32 output in {'train' if mode else 'eval'} mode"
+        )
+        for name in ("running_mean", "running_var"):
+            assert_close(
+                getattr(mine, name), getattr(ref, name), rtol=1e-5, atol=1e-6, what=f"float32 {name}"
+            )
+
+
+def test_batchnorm_keeps_everything_on_the_models_device() -> None:
+    mine = kata.MyBatchNorm1d(4, device="meta")  # momentum=0.1: the forward pass needs no value on the host
+    for mode in (True, False):
+        mine.train(mode)
+        try:
+            out = mine(torch.randn(6, 4, 3, device="meta"))
+        except (NotImplementedError, RuntimeError) as exc:
+            if "meta" not in str(exc) and "device" not in str(exc):
+                raise  # the stub's own NotImplementedError ("not started"), or an ordinary bug
+            pytest.fail(
+                f"MyBatchNorm1d (momentum=0.1) in {'train' if mode else 'eval'} mode, with its state and "
+                f"input on the `meta` device (shapes, no values), failed: {exc}; likely cause: a value read "
+                f"back to the host (`.item()`, `float(tensor)`, `.tolist()`, `.cpu()`: on a GPU each waits "
+                f"for the GPU), or a tensor built without `device=`, which lands on the CPU.",
+                pytrace=False,
+            )
+        assert isinstance(out, torch.Tensor) and out.device.type == "meta" and out.shape == (6, 4, 3), (
+            f"for a module and input on the `meta` device, expected a (6, 4, 3) output on `meta`, got "
+            f"{type(out).__name__} {getattr(out, 'device', '')}; likely cause: a tensor built without "
+            f"`device=` (it lands on the CPU)."
+        )
+        placed = {name: t.device.type for name, t in mine.state_dict().items()}
+        assert set(placed.values()) == {"meta"}, (
+            f"after a {'train' if mode else 'eval'} pass on `meta`: {placed}"
+        )
+
+
+def test_batchnorm_does_not_call_torchs_normalisation() -> None:
+    mine, _ = bn_pair()
+    calls: list[str] = []
+    for shape in BN_SHAPES[:2]:
+        for mode in (True, False):
+            mine.train(mode)
+            x = make_batch(shape).requires_grad_()
+            with record_torch_calls() as recorded:
+                mine(x)
+            calls += recorded
+    bad = sorted({name for name in calls if any(norm in name for norm in FORBIDDEN_NORMS)})
+    assert not bad, (
+        f"MyBatchNorm1d's forward called {bad}; the point of this task is to compute the normalisation "
+        f"yourself from elementary ops (mean, var, sqrt, arithmetic, in-place updates). torch's batch norm, "
+        f"and layer/instance/group norm on a reshaped input, are off limits here."
+    )
