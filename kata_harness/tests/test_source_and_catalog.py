@@ -113,5 +113,7 @@ def test_readme_lists_every_kata() -> None:
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     for kata in all_katas():
         tasks = ", ".join(f"`{task}`" for task in kata.tasks)
-        row = f"| {kata.number} | {kata.title} | {kata.question} | {tasks} |"
+        level = f"{kata.difficulty}/5" if kata.difficulty else "-"
+        minutes = str(kata.minutes) if kata.minutes else "-"
+        row = f"| {kata.number} | {kata.title} | {level} | {minutes} | {kata.question} | {tasks} |"
         assert row in readme, f"README's kata table lacks or misstates kata {kata.number}; expected: {row}"
