@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from kata_harness.progress import ProgressUnreadable, read_progress, update_progress
+from kata_harness.source import REPO_ROOT
 from kata_harness.tests.inner_run import PLUGINS, assert_lines, grade, write_katas
 
 pytestmark = pytest.mark.timeout(300)
@@ -145,3 +146,15 @@ def test_reading_odd_files(tmp_path: Path) -> None:
     path.write_text('{"k01": 3}')
     with pytest.raises(ProgressUnreadable):
         read_progress(path)
+
+
+def test_pytest_started_inside_katas_says_where_the_graders_are() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
+        cwd=REPO_ROOT / "katas",
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert run.returncode == pytest.ExitCode.NO_TESTS_COLLECTED
+    assert "no graders here: they live in tests/" in run.stdout

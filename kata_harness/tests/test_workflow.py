@@ -427,6 +427,16 @@ def test_reset_backs_up_the_learners_file_then_restores_the_pristine_stub(repo: 
     assert f"backed up katas/{KATA}.py to .katas-backup/{backups[1].name}" in result.stdout
 
 
+def test_reset_marks_the_kata_not_started_so_the_next_check_does_not_call_it_newly_broken(
+    repo: Path,
+) -> None:
+    (repo / ".katas-progress.json").write_text(json.dumps({KATA: "done", "k02_other": "done"}))
+    learner(repo).write_text(solution_text())
+    assert run(repo, "reset", "1", bare=True).returncode == 0
+    progress = json.loads((repo / ".katas-progress.json").read_text())
+    assert progress == {KATA: "not started", "k02_other": "done"}
+
+
 def test_reset_of_the_untouched_stub_makes_no_backup(repo: Path) -> None:
     result = run(repo, "reset", "k01", bare=True)
     assert result.returncode == 0 and "already the pristine stub" in result.stdout
