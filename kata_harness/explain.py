@@ -22,13 +22,12 @@ Until the kata passes, it asks before answering (on a terminal) or refuses (else
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
 from kata_harness import pictures
 from kata_harness.catalog import KataInfo, all_katas
 from kata_harness.source import REPO_ROOT, display_path
-from kata_harness.workflow import OneLineParser, confirmed, fail, number, paint, select
+from kata_harness.workflow import OneLineParser, confirmed, fail, number, paint, select, wrap
 
 try:
     import tomllib
@@ -90,23 +89,6 @@ def missing_answers(kata: KataInfo) -> list[str]:
     if not listen_for:
         problems.append(f"{display_path(answers_file(kata))}: no `listen_for`")
     return problems
-
-
-def wrap(text: str, indent: str = "    ") -> str:
-    """Re-flow paragraphs to the terminal's width; lines starting "- " stay bullets."""
-    blocks: list[list[str]] = [[]]
-    for line in text.splitlines():
-        if not line.strip():
-            blocks.append([])
-        elif line.lstrip().startswith("- "):
-            blocks.append([line.strip()])
-        else:
-            blocks[-1].append(line.strip())
-    paragraphs = [" ".join(block) for block in blocks if block]
-    return "\n".join(
-        textwrap.fill(p, 100, initial_indent=indent, subsequent_indent=indent + "  " * p.startswith("- "))
-        for p in paragraphs
-    )
 
 
 def explain(kata: KataInfo) -> None:

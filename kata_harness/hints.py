@@ -10,9 +10,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import shutil
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from kata_harness.workflow import (
     read_source,
     select,
     tally,
+    wrap,
 )
 
 try:
@@ -247,25 +246,6 @@ def locate_task(kata: KataInfo, state: dict[str, Any], source: str) -> tuple[str
 
 
 # --- printing -----------------------------------------------------------------------------------------
-
-
-def wrap(text: str, indent: str = "    ") -> str:
-    """Re-flow a hint to the terminal: paragraphs and "- " list items keep their own lines."""
-    width = max(40, min(shutil.get_terminal_size().columns, 100))
-    blocks: list[list[str]] = []
-    for line in text.strip().splitlines():
-        stripped = line.strip()
-        if not stripped:
-            blocks.append([])
-        elif not blocks or not blocks[-1] or stripped.startswith(("- ", "* ")):
-            blocks.append([stripped])
-        else:
-            blocks[-1].append(stripped)
-    paragraphs = [" ".join(block) for block in blocks if block]
-    return "\n".join(
-        textwrap.fill(p, width, initial_indent=indent, subsequent_indent=indent + "  " * p.startswith("- "))
-        for p in paragraphs
-    )
 
 
 def heading(kata: KataInfo) -> str:

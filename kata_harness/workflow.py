@@ -7,9 +7,11 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import tokenize
 from pathlib import Path
 from typing import Any, NoReturn
@@ -191,3 +193,22 @@ def confirmed(kata: KataInfo, what: str) -> tuple[bool, str]:
     except EOFError:
         answer = ""
     return answer.strip().lower() in ("y", "yes"), f"not shown: {what} stay a surprise"
+
+
+def wrap(text: str, indent: str = "    ") -> str:
+    """Re-flow a hint or an answer to the terminal: paragraphs and "- " list items keep their own lines."""
+    width = max(40, min(shutil.get_terminal_size().columns, 100))
+    blocks: list[list[str]] = []
+    for line in text.strip().splitlines():
+        stripped = line.strip()
+        if not stripped:
+            blocks.append([])
+        elif not blocks or not blocks[-1] or stripped.startswith(("- ", "* ")):
+            blocks.append([stripped])
+        else:
+            blocks[-1].append(stripped)
+    paragraphs = [" ".join(block) for block in blocks if block]
+    return "\n".join(
+        textwrap.fill(p, width, initial_indent=indent, subsequent_indent=indent + "  " * p.startswith("- "))
+        for p in paragraphs
+    )
