@@ -50,9 +50,11 @@ MISHAPS: dict[str, tuple[str, str]] = {
         "def test_f(x):\n    kata.f(x)\n\ndef test_other():\n    assert 1 == 1\n",
     ),
     "k71_import_loop": ("while True:\n    pass\n\ndef f():\n    return 1\n", ONE_TEST),
+    # A native op that never hands control back to Python, so the alarm's handler cannot run: played
+    # deterministically by a sleep with SIGALRM blocked (a real long op depends on the machine's speed).
     "k72_long_native_op": (
-        "import torch\n\ndef f():\n    a = torch.ones(6000, 6000)\n    for _ in range(50):\n"
-        "        a = a @ a\n    return 1\n\ndef g():\n    return 1\n",
+        "import signal, time\n\ndef f():\n    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\n"
+        "    time.sleep(60)\n    return 1\n\ndef g():\n    return 1\n",
         ONE_TEST,
     ),
     "k73_exit_in_function": ("import os\n\ndef f():\n    os._exit(0)\n\ndef g():\n    return 1\n", ONE_TEST),
