@@ -294,6 +294,14 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
     return (yield)
 
 
+def _raised(call: pytest.CallInfo[None]) -> pytest.ExceptionInfo[BaseException] | None:
+    """What the test phase raised, seen through `_StopExamples` to the exception that ended it."""
+    excinfo = call.excinfo
+    if excinfo is not None and isinstance(excinfo.value, _StopExamples):
+        return pytest.ExceptionInfo.from_exception(excinfo.value.cause)
+    return excinfo
+
+
 @pytest.hookimpl(tryfirst=True, specname="pytest_runtest_makereport")
 def pytest_runtest_makereport_in_one_line(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -301,11 +309,9 @@ def pytest_runtest_makereport_in_one_line(
     """The report of a mishap that is shown in one line anyway, built without pytest's rendering of the
     traceback: that costs tens of milliseconds a test, and made grading a fresh stub twice as slow as
     grading a finished kata. None leaves the report to pytest."""
-    excinfo = call.excinfo
+    excinfo = _raised(call)
     if excinfo is None:
         return None
-    if isinstance(excinfo.value, _StopExamples):
-        excinfo = pytest.ExceptionInfo.from_exception(excinfo.value.cause)
     verdict = classify(excinfo, _last_frame_in_source(excinfo))
     if verdict is None:
         return None
@@ -330,9 +336,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     report.kata_names = [name for _, name in dict.fromkeys(USED_NAMES)]
     _cut_captured_output(report)
-    excinfo = call.excinfo
-    if excinfo is not None and isinstance(excinfo.value, _StopExamples):
-        excinfo = pytest.ExceptionInfo.from_exception(excinfo.value.cause)
+    excinfo = _raised(call)
     if excinfo is None or not (report.failed or report.skipped):
         return report
     where = _last_frame_in_source(excinfo)
