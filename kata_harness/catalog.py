@@ -14,6 +14,14 @@ SOLUTIONS = REPO_ROOT / "solutions"
 QUESTION_PREFIX = "Interview question:"
 FOLLOW_UPS_HEADING = "Follow-up questions"
 _KATA_FILE = re.compile(r"^k(\d\d)_\w+$")
+BUG_HUNT_PREFIX = "Bug hunt"  # a title that starts so marks a kata whose learner file is a broken program
+# The tracks, as ranges of kata numbers: a mock interview mixes them, the README groups by them.
+TRACKS = (
+    ("interview questions", range(1, 11)),
+    ("build it from scratch", range(11, 15)),
+    ("train it right, at scale", range(15, 19)),
+    ("interview rounds", range(19, 100)),
+)
 # "Difficulty 2/5, about 25 minutes, after katas 3 and 4." in the module docstring: what a learner plans by.
 _METADATA = re.compile(
     r"^Difficulty (?P<difficulty>[1-5])/5, about (?P<minutes>\d+) minutes"
@@ -23,7 +31,10 @@ _METADATA = re.compile(
 
 @dataclass(frozen=True)
 class KataInfo:
-    """One kata: module name (e.g. "k04_autograd"), title, interview question, tasks in source order."""
+    """One kata: module name (e.g. "k04_autograd"), title, interview question, tasks in source order.
+
+    A bug hunt's tasks are its tests, one per planted bug, in file order: each names a symptom to remove.
+    """
 
     name: str
     title: str
@@ -33,6 +44,11 @@ class KataInfo:
     difficulty: int | None = None  # 1 (warm-up) to 5 (hardest)
     minutes: int | None = None  # a first attempt, hints included
     after: tuple[int, ...] = ()  # the numbers of the katas to do first
+    bug_hunt: bool = False
+
+    @property
+    def track(self) -> str:
+        return next((name for name, numbers in TRACKS if self.number in numbers), TRACKS[-1][0])
 
     @property
     def number(self) -> int:
@@ -66,7 +82,8 @@ def _follow_ups(lines: list[str]) -> tuple[str, ...]:
     return tuple(questions)
 
 
-def _read(path: Path) -> KataInfo:
+def read_kata(path: Path) -> KataInfo:
+    """One kata as its reference solution file describes it."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     doc = ast.get_docstring(tree) or path.stem
     lines = doc.splitlines()
@@ -79,22 +96,35 @@ def _read(path: Path) -> KataInfo:
         if isinstance(node, ast.FunctionDef | ast.ClassDef) and not node.name.startswith("_")
     )
     metadata = next((match for line in lines if (match := _METADATA.match(line.strip()))), None)
+    bug_hunt = lines[0].startswith(BUG_HUNT_PREFIX)
     return KataInfo(
         name=path.stem,
         title=lines[0].rstrip("."),
         question=questions[0] if questions else "",
-        tasks=tasks,
+        tasks=_test_names(path.stem) if bug_hunt else tasks,
         follow_ups=_follow_ups(lines),
         difficulty=int(metadata["difficulty"]) if metadata else None,
         minutes=int(metadata["minutes"]) if metadata else None,
         after=tuple(int(n) for n in re.findall(r"\d+", metadata["after"] or "")) if metadata else (),
+        bug_hunt=bug_hunt,
+    )
+
+
+def _test_names(name: str) -> tuple[str, ...]:
+    """The test functions of a kata's grader, in file order (a bug hunt's tasks)."""
+    path = REPO_ROOT / "tests" / f"test_{name}.py"
+    if not path.exists():
+        return ()
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return tuple(
+        node.name for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
     )
 
 
 @cache
 def all_katas() -> tuple[KataInfo, ...]:
     """Every kata, in number order, as its reference solution describes it."""
-    return tuple(_read(path) for path in sorted(SOLUTIONS.glob("k[0-9][0-9]_*.py")))
+    return tuple(read_kata(path) for path in sorted(SOLUTIONS.glob("k[0-9][0-9]_*.py")))
 
 
 def kata_of_test_file(path: str | Path) -> str | None:

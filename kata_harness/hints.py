@@ -2,7 +2,8 @@
 
 Usage: ``python -m kata_harness.hints KATA [--all]`` (``nox -s hint -- 4``). Hints live in
 ``hints/kNN_slug.toml``, one table per task (the kata's public names, in source order), each with the
-keys ``nudge``, ``api`` and ``shape``. How many hints each task has shown is kept in ``.katas-hints.json``.
+keys ``nudge``, ``api`` and ``shape``. A bug hunt's tasks are its planted bugs, one per test, each with
+``symptom``, ``area`` and ``fix``. How many hints each task has shown is kept in ``.katas-hints.json``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ except ModuleNotFoundError:  # Python 3.10: nox itself depends on tomli there
     import tomli as tomllib  # type: ignore[no-redef]
 
 LEVELS = (("nudge", "a nudge"), ("api", "the API to reach for"), ("shape", "the shape of the solution"))
+BUG_HUNT_LEVELS = (("symptom", "what the symptom means"), ("area", "where to look"), ("fix", "the fix"))
+
+
+def levels(kata: KataInfo) -> tuple[tuple[str, str], ...]:
+    """The (key, label) of each hint level, in the order they are shown."""
+    return BUG_HUNT_LEVELS if kata.bug_hunt else LEVELS
 
 
 class HintsMissing(Exception):
@@ -65,10 +72,10 @@ def load_hints(kata: KataInfo) -> dict[str, dict[str, str]]:
         raise HintsMissing(f"{display_path(path)}: {error}") from None
     for task in kata.tasks:
         hints = table.get(task)
-        lacking = [key for key, _ in LEVELS if not isinstance(hints, dict) or not hints.get(key)]
+        lacking = [key for key, _ in levels(kata) if not isinstance(hints, dict) or not hints.get(key)]
         if lacking:
             raise HintsMissing(f"{display_path(path)} has no {', '.join(lacking)} hint for `{task}`")
-    return {task: {key: str(table[task][key]) for key, _ in LEVELS} for task in kata.tasks}
+    return {task: {key: str(table[task][key]) for key, _ in levels(kata)} for task in kata.tasks}
 
 
 def problems_with_hints(kata: KataInfo) -> list[str]:
@@ -83,7 +90,7 @@ def problems_with_hints(kata: KataInfo) -> list[str]:
     if list(table)[: len(kata.tasks)] != list(kata.tasks):
         problems.append(f"{display_path(hints_file(kata))}: tasks are not in source order {list(kata.tasks)}")
     for task, hints in table.items():
-        unknown = sorted(set(hints) - {key for key, _ in LEVELS}) if isinstance(hints, dict) else []
+        unknown = sorted(set(hints) - {key for key, _ in levels(kata)}) if isinstance(hints, dict) else []
         if unknown:
             problems.append(f"{display_path(hints_file(kata))}: `{task}` has unknown keys {unknown}")
     return problems
@@ -109,8 +116,10 @@ def current_task(kata: KataInfo, records: list[dict[str, Any]], source: str) -> 
     """The first task, in source order, that a failing test is about; None when nothing failed or none is.
 
     A failure whose location is inside a task's code in the learner's file blames that task; otherwise
-    every task the failing test used is suspect.
+    every task the failing test used is suspect. A bug hunt's task is its first failing test.
     """
+    if kata.bug_hunt:
+        return next((r["name"] for r in failures(records) if r["name"] in kata.tasks), None)
     spans = task_spans(source, kata.tasks)
     path = display_path(learner_file(kata))
     blamed: set[str] = set()
@@ -252,9 +261,9 @@ def heading(kata: KataInfo) -> str:
     return paint(f"kata {number(kata)} - {kata.title}", "bold")
 
 
-def show_level(task: str, hints: dict[str, str], level: int) -> None:
-    key, label = LEVELS[level - 1]
-    print(paint(f"hint {level}/{len(LEVELS)} for `{task}` - {label}:", "cyan"))
+def show_level(kata: KataInfo, task: str, hints: dict[str, str], level: int) -> None:
+    key, label = levels(kata)[level - 1]
+    print(paint(f"hint {level}/{len(levels(kata))} for `{task}` - {label}:", "cyan"))
     print(wrap(hints[key]))
 
 
@@ -263,7 +272,7 @@ def show_all(kata: KataInfo, hints: dict[str, dict[str, str]]) -> None:
     for index, task in enumerate(kata.tasks, 1):
         print()
         print(paint(f"task {index}/{len(kata.tasks)}: {task}", "bold"))
-        for level, (key, label) in enumerate(LEVELS, 1):
+        for level, (key, label) in enumerate(levels(kata), 1):
             print(paint(f"  {level}. {label}:", "cyan"))
             print(wrap(hints[task][key], indent="     "))
 
@@ -312,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compare your code with the reference: nox -s compare -- {number(kata)}")
         return 0
     shown = state[kata.name].setdefault("shown", {})
-    level = min(int(shown.get(task, 0)) + 1, len(LEVELS))
+    level = min(int(shown.get(task, 0)) + 1, len(levels(kata)))
     shown[task] = level
     save_state(state)
 
@@ -323,9 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     if note:
         print(paint(f"note: {note}", "yellow"))
     print(f"task {index}/{len(kata.tasks)}: {paint(task, 'bold')}{place}")
-    show_level(task, hints[task], level)
-    if level < len(LEVELS):
-        print(paint(f"stuck still? `nox -s hint -- {number(kata)}` again shows {LEVELS[level][1]}.", "dim"))
+    show_level(kata, task, hints[task], level)
+    if level < len(levels(kata)):
+        again = levels(kata)[level][1]
+        print(paint(f"stuck still? `nox -s hint -- {number(kata)}` again shows {again}.", "dim"))
     else:
         print(
             paint(

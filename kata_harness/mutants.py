@@ -13,9 +13,16 @@ reference solution::
             optimizer.step()'''
 
 ``find`` must occur exactly once in ``solutions/kNN_slug.py``; the mutant is the reference with that text
-replaced. A mutant is *killed* when at least one of the kata's tests fails on it. A mutant that no longer
-imports (a syntax error, a missing name) proves nothing and is reported as invalid; a mutant no test can
-kill is either equivalent to the reference (delete it) or a hole in the contract (state it, test it).
+replaced. A mutant is *killed* when at least one of the kata's tests fails on it.
+
+A bug hunt (a kata whose title starts "Bug hunt") lists its planted bugs as ``[[planted]]`` tables with the
+same keys plus ``test``, the one test that names the bug's symptom. The file learners get is the reference
+with every planted bug in it (``shipped_source``); each planted bug alone is a mutant, killed only when
+``test`` fails and every other test passes, which proves the bugs independent and one test per bug.
+
+A mutant that no longer imports (a syntax error, a missing name) proves nothing and is reported as invalid;
+a mutant no test can kill is either equivalent to the reference (delete it) or a hole in the contract
+(state it, test it).
 
 Usage: ``python -m kata_harness.mutants [KATA ...] [--jobs N]`` (``nox -s mutants``). Prints one line per
 mutant and ``K/N killed``; exits non-zero unless every mutant is killed and every kata has at least
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -48,6 +56,7 @@ from kata_harness.source import REPO_ROOT, SOURCE_ENV
 
 MUTANTS = REPO_ROOT / "tests" / "mutants"
 MIN_MUTANTS = 8
+MIN_PLANTED, MAX_PLANTED = 5, 8
 MUTANT_TIME_LIMIT = 300  # seconds for one mutant's whole run; the graders' own timeouts come first
 PASSING = ("passed", "skipped")
 
@@ -61,10 +70,11 @@ class Mutant:
     bug: str
     find: str
     replace: str
+    test: str = ""  # a planted bug's own test; "" for an ordinary mutant
 
     @property
     def label(self) -> str:
-        return f"{self.kata.name[:3]} #{self.index}"
+        return f"{self.kata.name[:3]} {'P' if self.test else '#'}{self.index}"
 
     def source(self) -> str:
         """The mutated reference; raises ValueError when `find` does not occur exactly once."""
@@ -80,15 +90,42 @@ def mutants_file(kata: KataInfo) -> Path:
 
 
 def load_mutants(kata: KataInfo) -> list[Mutant]:
-    """The kata's mutants in file order; none when it has no mutants file."""
+    """The kata's planted bugs, then its other mutants, in file order; none when it has no mutants file."""
     path = mutants_file(kata)
     if not path.exists():
         return []
-    tables = tomllib.loads(path.read_text(encoding="utf-8")).get("mutant", [])
-    return [
-        Mutant(kata, index, table["bug"].strip(), table["find"], table["replace"])
-        for index, table in enumerate(tables, start=1)
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    planted = [
+        Mutant(kata, index, table["bug"].strip(), table["find"], table["replace"], table["test"])
+        for index, table in enumerate(data.get("planted", []), start=1)
     ]
+    return planted + [
+        Mutant(kata, index, table["bug"].strip(), table["find"], table["replace"])
+        for index, table in enumerate(data.get("mutant", []), start=1)
+    ]
+
+
+def planted_bugs(kata: KataInfo) -> list[Mutant]:
+    return [mutant for mutant in load_mutants(kata) if mutant.test]
+
+
+def shipped_source(kata: KataInfo, reference: str) -> str:
+    """A bug hunt's learner file: `reference` with every planted bug in it. Raises ValueError when a
+    planted bug's `find` does not occur exactly once or two of them overlap."""
+    spans = []
+    for bug in planted_bugs(kata):
+        count = reference.count(bug.find)
+        if count != 1:
+            raise ValueError(f"planted bug {bug.index}: `find` occurs {count} times (needs exactly 1)")
+        start = reference.index(bug.find)
+        spans.append((start, start + len(bug.find), bug.replace))
+    spans.sort()
+    for (_, end, _), (start, _, _) in itertools.pairwise(spans):
+        if start < end:
+            raise ValueError("two planted bugs edit overlapping text")
+    for start, end, replace in reversed(spans):
+        reference = reference[:start] + replace + reference[end:]
+    return reference
 
 
 def _prepare(mutant: Mutant, folder: Path) -> str | None:
@@ -103,13 +140,14 @@ def _prepare(mutant: Mutant, folder: Path) -> str | None:
 
 
 def _pytest_args(mutant: Mutant, results: Path) -> list[str]:
+    stop_early = [] if mutant.test else ["-x"]  # a planted bug must fail its own test and no other
     return [
-        "-q", "-x", "--tb=no", "-p", "no:randomly", "-p", "no:cacheprovider", "--no-progress",
+        "-q", *stop_early, "--tb=no", "-p", "no:randomly", "-p", "no:cacheprovider", "--no-progress",
         "--kata-json", str(results), str(mutant.kata.test_file),
     ]  # fmt: skip
 
 
-def _verdict(results: Path) -> tuple[bool, str]:
+def _verdict(results: Path, mutant: Mutant) -> tuple[bool, str]:
     if not results.exists():
         return False, "INVALID: the run wrote no results"
     records = json.loads(results.read_text(encoding="utf-8"))
@@ -121,6 +159,9 @@ def _verdict(results: Path) -> tuple[bool, str]:
         return False, f"INVALID: the mutant does not import: {first['message']}"
     if first["outcome"] == "not run":  # an internal error, or a test that never finished: proves nothing
         return False, f"INVALID: the run stopped before {first['name']} finished"
+    names = [r["name"] for r in failed]
+    if mutant.test and names != [mutant.test]:
+        return False, f"NOT ITS OWN: fails {', '.join(names)}; only {mutant.test} should"
     return True, f"killed by {first['name']}"
 
 
@@ -138,7 +179,7 @@ def run_mutant(mutant: Mutant, python: str = sys.executable) -> tuple[bool, str]
             subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, timeout=MUTANT_TIME_LIMIT)
         except subprocess.TimeoutExpired:
             return False, f"INVALID: the run took over {MUTANT_TIME_LIMIT} s"
-        return _verdict(results)
+        return _verdict(results, mutant)
 
 
 def run_mutants_forked(mutants: list[Mutant], jobs: int) -> Iterator[tuple[Mutant, tuple[bool, str]]]:
@@ -190,7 +231,21 @@ def run_mutants_forked(mutants: list[Mutant], jobs: int) -> Iterator[tuple[Mutan
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)  # anything the mutant left running
             mutant, folder, _ = running.pop(pid)
-            yield mutant, _verdict(folder / "results.json")
+            yield mutant, _verdict(folder / "results.json", mutant)
+
+
+def problems_with_planted(kata: KataInfo) -> list[str]:
+    """A bug hunt has 5 to 8 planted bugs, one test each and no test without one; other katas have none."""
+    planted = planted_bugs(kata)
+    if not kata.bug_hunt:
+        return [f"{kata.name}: planted bugs, but its title does not start 'Bug hunt'"] if planted else []
+    tests = [bug.test for bug in planted]
+    problems = []
+    if not MIN_PLANTED <= len(planted) <= MAX_PLANTED:
+        problems.append(f"{kata.name}: {len(planted)} planted bugs (needs {MIN_PLANTED}-{MAX_PLANTED})")
+    if sorted(tests) != sorted(kata.tasks):
+        problems.append(f"{kata.name}: planted bugs name tests {tests}, its grader has {list(kata.tasks)}")
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         for kata in katas
         if len(load_mutants(kata)) < MIN_MUTANTS
     ]
+    problems += [problem for kata in katas for problem in problems_with_planted(kata)]
     mutants = [mutant for kata in katas for mutant in load_mutants(kata)]
     jobs = max(1, args.jobs)
     if hasattr(os, "fork") and sys.platform.startswith("linux"):

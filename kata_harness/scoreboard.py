@@ -202,6 +202,8 @@ class Scoreboard:
                 tr.write_line(f"     {score.failures[0].message}", red=True)
             elif not score.fully_graded:
                 tr.write_line("     part of the kata was graded: its saved status is unchanged")
+            if info and info.bug_hunt and score.status != BROKEN:  # one test per planted bug
+                tr.write_line(f"     bugs fixed: {score.passed} of {score.graded}")
         self._write_totals(tr, katas)
         for notice in self.notices:
             tr.write_line(notice, yellow=True)

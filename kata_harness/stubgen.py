@@ -11,6 +11,9 @@ Rules, applied to `solutions/kNN_*.py`:
 - a ``def`` or ``class`` whose first line ends with ``# stub: keep`` is scaffolding the learner is given,
   and stays whole.
 
+A bug hunt's learner file is no stub: it is the whole program with every planted bug put back
+(``kata_harness.mutants.shipped_source``).
+
 Usage: ``python -m kata_harness.stubgen (--check | --out DIR) [KATA ...]``.
 """
 
@@ -20,10 +23,12 @@ import argparse
 import ast
 import shutil
 import sys
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 
-from kata_harness.catalog import UnknownKata, find_kata
+from kata_harness.catalog import UnknownKata, find_kata, read_kata
+from kata_harness.mutants import shipped_source
 from kata_harness.source import REPO_ROOT
 from kata_harness.workflow import BACKUPS
 
@@ -44,14 +49,18 @@ def _first_line(node: ast.stmt) -> int:
     return min([node.lineno, *(d.lineno for d in decorators)])
 
 
-def _edits(tree: ast.Module, lines: list[str]) -> list[tuple[int, int, list[str]]]:
+def _edits(
+    tree: ast.Module, lines: list[str], only: Collection[str] | None = None
+) -> list[tuple[int, int, list[str]]]:
     """(first, last, replacement) line spans, 1-based and inclusive, in source order."""
     edits: list[tuple[int, int, list[str]]] = []
 
-    def visit(body: list[ast.stmt]) -> None:
+    def visit(body: list[ast.stmt], top: bool = False) -> None:
         for node in body:
             if not isinstance(node, FunctionNode | ast.ClassDef):
                 continue
+            if top and only is not None and node.name not in only:
+                continue  # left whole: the reference's own code, helpers included
             if lines[node.lineno - 1].rstrip().endswith(KEEP_MARKER):
                 continue
             if _is_private(node.name):
@@ -61,7 +70,7 @@ def _edits(tree: ast.Module, lines: list[str]) -> list[tuple[int, int, list[str]
             else:
                 edits.append(_stub_body(node, lines))
 
-    visit(tree.body)
+    visit(tree.body, top=True)
     return edits
 
 
@@ -74,16 +83,24 @@ def _stub_body(node: FunctionNode, lines: list[str]) -> tuple[int, int, list[str
     return start, max(end, start - 1), [" " * first.col_offset + STUB_BODY]
 
 
-def make_stub(solution_source: str) -> str:
-    """The stub text for one solution file's text."""
+def make_stub(solution_source: str, only: Collection[str] | None = None) -> str:
+    """The stub text for one solution file's text; with `only`, just those top-level tasks are stubbed and
+    everything else stays the reference's (a drill's or a mock interview's scratch copy)."""
     lines = solution_source.splitlines()
     tree = ast.parse(solution_source)
-    for first, last, replacement in reversed(_edits(tree, lines)):
+    for first, last, replacement in reversed(_edits(tree, lines, only)):
         lines[first - 1 : last] = replacement
     text = "\n".join(lines).rstrip("\n") + "\n"
     while "\n\n\n\n" in text:  # a removed helper leaves its blank lines behind
         text = text.replace("\n\n\n\n", "\n\n\n")
     return text
+
+
+def learner_start(solution: Path) -> str:
+    """What a learner starts from for this solution file: its stub, or for a bug hunt the broken program."""
+    text = solution.read_text(encoding="utf-8")
+    kata = read_kata(solution)
+    return shipped_source(kata, text) if kata.bug_hunt else make_stub(text)
 
 
 def solution_files(names: list[str] | None = None) -> list[Path]:
@@ -107,7 +124,7 @@ def backup_path(name: str, now: datetime | None = None) -> Path:
 def write_stub(solution: Path, target: Path) -> Path | None:
     """Write `solution`'s stub to `target`. A file already there that holds anything else is copied to
     .katas-backup/ first: nothing a learner wrote is ever lost. Returns that backup, if one was made."""
-    stub = make_stub(solution.read_text(encoding="utf-8"))
+    stub = learner_start(solution)
     backup = None
     if target.exists() and target.read_bytes() != stub.encode("utf-8"):
         backup = backup_path(solution.stem)
@@ -131,7 +148,7 @@ def stale_stubs(stub_dir: Path = KATAS) -> list[str]:
     stale = []
     for solution in solution_files():
         stub = stub_dir / solution.name
-        expected = make_stub(solution.read_text(encoding="utf-8"))
+        expected = learner_start(solution)
         if not stub.exists() or stub.read_text(encoding="utf-8") != expected:
             stale.append(solution.stem)
     return stale

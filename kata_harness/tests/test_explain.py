@@ -30,7 +30,7 @@ Grade this kata: `nox -s check -- 90`.
 def test_the_catalog_reads_follow_ups_and_metadata(tmp_path: Path) -> None:
     path = tmp_path / "k90_x.py"
     path.write_text(DOCSTRING)
-    info = catalog._read(path)
+    info = catalog.read_kata(path)
     assert info.follow_ups == ("First, on two lines?", "Second?")
     assert (info.difficulty, info.minutes, info.after) == (3, 40, (4, 6))
 
