@@ -304,6 +304,18 @@ def explain(session: nox.Session) -> None:
 
 
 @nox.session(python=False)
+def drill(session: nox.Session) -> None:
+    """Spaced repetition: rewrite a task you passed, in a scratch copy; `-- --grade`, `-- --list`."""
+    harness(session, "drill")
+
+
+@nox.session(python=False)
+def mock(session: nox.Session) -> None:
+    """Mock interview against the clock: `nox -s mock -- --minutes 45`; then `-- --grade` / `-- --finish`."""
+    harness(session, "mock")
+
+
+@nox.session(python=False)
 def reset(session: nox.Session) -> None:
     """Restore kata 4's pristine stub after backing your file up to .katas-backup/: `nox -s reset -- 4`."""
     harness(session, "reset")

@@ -110,22 +110,33 @@ def grading_python() -> str | None:
     return None
 
 
-def grade(kata: KataInfo, *, stop_at_first_failure: bool = False) -> list[dict[str, Any]]:
-    """Run the kata's tests on katas/ quietly and return the scoreboard's per-test records.
+def grade(
+    kata: KataInfo,
+    *,
+    stop_at_first_failure: bool = False,
+    source: Path | None = None,
+    tests: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the kata's tests on katas/ (or the folder `source`) quietly; return the scoreboard's records.
 
-    Progress is not saved (this is a look, not a graded run). Raises GradingUnavailable when no
-    interpreter here can grade, or when the run produced no results.
+    `tests` names the test functions to run (default: all). Progress is not saved (this is a look, not
+    a graded run). Raises GradingUnavailable when no interpreter here can grade, or when the run produced
+    no results.
     """
     python = grading_python()
     if python is None:
         raise GradingUnavailable("no interpreter with torch and pytest found; run `nox -s check` once")
     env = {key: value for key, value in os.environ.items() if key != SOURCE_ENV}
+    if source is not None:
+        env[SOURCE_ENV] = str(source)
+    test_file = str(kata.test_file.relative_to(REPO_ROOT))
+    targets = [f"{test_file}::{name}" for name in tests] if tests is not None else [test_file]
     with tempfile.TemporaryDirectory(prefix="katas-grade-") as tmp:
         results = Path(tmp) / "results.json"
         command = [
             python, "-m", "pytest", "-q", "--tb=no", "-p", "no:cacheprovider",
             "--kata-json", str(results), "--no-progress", *(["-x"] if stop_at_first_failure else []),
-            str(kata.test_file.relative_to(REPO_ROOT)),
+            *targets,
         ]  # fmt: skip
         try:
             run = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
