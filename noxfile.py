@@ -27,7 +27,8 @@ nox.options.error_on_external_run = True
 ROOT = Path(__file__).parent
 sys.path.insert(0, str(ROOT))  # the sessions reuse the harness's kata catalog and paths
 
-from kata_harness.workflow import CHECK_PYTHON  # noqa: E402 - importable only after the line above
+from kata_harness.catalog import all_katas  # noqa: E402 - importable only after the line above
+from kata_harness.workflow import CHECK_PYTHON  # noqa: E402
 
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 # A devcontainer image already holds torch: let the venvs see it instead of downloading it again.
@@ -355,10 +356,17 @@ def verify(session: nox.Session) -> None:
                 env={"KATA_SOURCE": "solutions"}, success_codes=[0, 1],
             )  # fmt: skip
             session.run("python", "-m", "kata_harness.verify", "solutions", results)
-        # The graders accept correct code other than the reference: an independent second solution.
+        # The graders accept correct code other than the reference: an independent second solution of
+        # every kata (a bug hunt's learner fixes a given program: its fixed file is the only answer).
+        katas = [kata for kata in all_katas() if not kata.bug_hunt]
+        alternatives = ROOT / "tests" / "alternatives"
+        lacking = [kata.name for kata in katas if not (alternatives / kata.solution.name).exists()]
+        if lacking:
+            session.error(f"no alternative solution in tests/alternatives/ for {', '.join(lacking)}")
         results = f"{tmp}/alternatives.json"
         session.run(
             "python", "-m", "pytest", "-q", "--kata-json", results, "--no-progress",
+            *(str(kata.test_file.relative_to(ROOT)) for kata in katas),
             env={"KATA_SOURCE": "tests/alternatives"}, success_codes=[0, 1],
         )  # fmt: skip
         session.run("python", "-m", "kata_harness.verify", "alternatives", results)
