@@ -18,6 +18,7 @@ from torch.utils._device import DeviceContext
 
 # Verdicts a failed test can carry besides an ordinary failure, NOT_STARTED and BROKEN:
 # `pytest_report_teststatus` files them under their own heading so a fresh stub reads as "not started".
+from kata_harness.catalog import UnknownKata, find_kata
 from kata_harness.progress import BROKEN, NOT_STARTED
 from kata_harness.source import (
     USED_NAMES,
@@ -350,9 +351,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.kata_location = excinfo.value.location
     elif where:
         report.kata_location = f"{where[0]}:{where[1]}"
+    elif USED_NAMES and _is_bug_hunt(USED_NAMES[0][0]):  # the symptom names no place: neither do we
+        report.kata_location = display_path(source_dir() / f"{USED_NAMES[0][0]}.py")
     elif USED_NAMES:
         report.kata_location = _definition_of(*USED_NAMES[0], item.name)
     return report
+
+
+def _is_bug_hunt(kata: str) -> bool:
+    try:
+        return find_kata(kata).bug_hunt
+    except UnknownKata:
+        return False
 
 
 def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] | None:
