@@ -14,6 +14,7 @@ SOLUTIONS = REPO_ROOT / "solutions"
 QUESTION_PREFIX = "Interview question:"
 FOLLOW_UPS_HEADING = "Follow-up questions"
 _KATA_FILE = re.compile(r"^k(\d\d)_\w+$")
+GIVEN_MARKER = "# stub: keep"  # a def or class the learner is given whole (see stubgen)
 BUG_HUNT_PREFIX = "Bug hunt"  # a title that starts so marks a kata whose learner file is a broken program
 # The tracks, as ranges of kata numbers: a mock interview mixes them, the README groups by them.
 TRACKS = (
@@ -84,16 +85,20 @@ def _follow_ups(lines: list[str]) -> tuple[str, ...]:
 
 def read_kata(path: Path) -> KataInfo:
     """One kata as its reference solution file describes it."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    source = path.read_text(encoding="utf-8")
+    tree = ast.parse(source)
     doc = ast.get_docstring(tree) or path.stem
     lines = doc.splitlines()
     questions = [
         line.removeprefix(QUESTION_PREFIX).strip() for line in lines if line.startswith(QUESTION_PREFIX)
     ]
+    source_lines = source.splitlines()
     tasks = tuple(
         node.name
         for node in tree.body
-        if isinstance(node, ast.FunctionDef | ast.ClassDef) and not node.name.startswith("_")
+        if isinstance(node, ast.FunctionDef | ast.ClassDef)
+        and not node.name.startswith("_")
+        and not source_lines[node.lineno - 1].rstrip().endswith(GIVEN_MARKER)  # scaffolding, not a task
     )
     metadata = next((match for line in lines if (match := _METADATA.match(line.strip()))), None)
     bug_hunt = lines[0].startswith(BUG_HUNT_PREFIX)

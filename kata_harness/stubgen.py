@@ -27,12 +27,12 @@ from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 
-from kata_harness.catalog import UnknownKata, find_kata, read_kata
+from kata_harness.catalog import GIVEN_MARKER, UnknownKata, find_kata, read_kata
 from kata_harness.mutants import shipped_source
 from kata_harness.source import REPO_ROOT
 from kata_harness.workflow import BACKUPS
 
-KEEP_MARKER = "# stub: keep"
+KEEP_MARKER = GIVEN_MARKER
 STUB_BODY = "raise NotImplementedError  # TODO: replace this line with your implementation"
 SOLUTIONS = REPO_ROOT / "solutions"
 KATAS = REPO_ROOT / "katas"
