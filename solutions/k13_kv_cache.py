@@ -202,7 +202,8 @@ def sample_next(
       (`torch.manual_seed`'s) is neither used nor changed, and two generators seeded alike give the same
       tokens.
     Returns an int64 tensor of shape (B,) on the device of `logits`. `logits` is not modified.
-    Raises ValueError for a negative temperature, and as `filter_logits` does for `top_k` and `top_p`.
+    Raises ValueError for a negative temperature and, when `temperature > 0`, as `filter_logits` does for
+    `top_k` and `top_p` (at `temperature == 0` checking them is allowed, not required).
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
