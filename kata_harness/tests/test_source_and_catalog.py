@@ -113,6 +113,8 @@ def test_readme_lists_every_kata() -> None:
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     for kata in all_katas():
         tasks = ", ".join(f"`{task}`" for task in kata.tasks)
+        if kata.bug_hunt:
+            tasks = f"fix {len(kata.tasks)} planted bugs"
         level = f"{kata.difficulty}/5" if kata.difficulty else "-"
         minutes = str(kata.minutes) if kata.minutes else "-"
         row = f"| {kata.number} | {kata.title} | {level} | {minutes} | {kata.question} | {tasks} |"
