@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch.overrides import TorchFunctionMode, resolve_name
@@ -42,6 +42,21 @@ def _dtype_or_shape_mismatch(actual: Any, expected: Any) -> str:
     return ""
 
 
+T = TypeVar("T")
+
+
+def explain_crash(call: Callable[[], T], what: str, likely_cause: str) -> T:
+    """call(); an exception other than NotImplementedError becomes an AssertionError that explains it."""
+    try:
+        return call()
+    except NotImplementedError:  # the harness reports a stub as "not started"
+        raise
+    except Exception as exc:
+        raise AssertionError(
+            f"{what} raised {type(exc).__name__}: {exc}; likely cause: {likely_cause}"
+        ) from exc
+
+
 class _CallRecorder(TorchFunctionMode):
     def __init__(self, calls: list[str]) -> None:
         super().__init__()
@@ -62,4 +77,26 @@ def record_torch_calls() -> Iterator[list[str]]:
     """
     calls: list[str] = []
     with _CallRecorder(calls):
+        yield calls
+
+
+class _GraphRecorder(TorchFunctionMode):
+    def __init__(self, calls: list[str]) -> None:
+        super().__init__()
+        self.calls = calls
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        for result in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(result, torch.Tensor) and result.grad_fn is not None:
+                self.calls.append(resolve_name(func) or getattr(func, "__qualname__", repr(func)))
+        return out
+
+
+@contextmanager
+def record_graph_calls() -> Iterator[list[str]]:
+    """Record the name of every torch call inside the block whose result autograd recorded (has a grad_fn):
+    empty when the block built no graph, whatever it detached afterwards."""
+    calls: list[str] = []
+    with _GraphRecorder(calls):
         yield calls

@@ -29,10 +29,9 @@ import warnings
 import pytest
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode, resolve_name
 
 from kata_harness import load_kata
-from kata_harness.testing import assert_close
+from kata_harness.testing import assert_close, explain_crash, record_graph_calls
 
 kata = load_kata("k07_optimizers")
 
@@ -80,7 +79,7 @@ def test_train_step_updates_with_mse_gradient(device: torch.device) -> None:
     reference = copy.deepcopy(model)
     x, y = _batch(5, device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    got = _explain_crash(
+    got = explain_crash(
         lambda: kata.train_step(model, opt, x, y),
         f"train_step with the model and batch on {device.type}",
         "a step tied to the CPU: loss.numpy() needs .cpu() first for a CUDA tensor (loss.item() works on "
@@ -356,7 +355,7 @@ TOWER_EXPECTED = {
 
 
 def _call_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    groups = _explain_crash(
+    groups = explain_crash(
         lambda: kata.param_groups(model, weight_decay),
         f"param_groups({type(model).__name__}(...), {weight_decay})",
         "a module or parameter the code did not expect: a frozen parameter, a tied weight, a norm layer "
@@ -571,7 +570,7 @@ def _lrs(optimizer: torch.optim.Optimizer, scheduler, steps: int) -> list[list[f
 
 
 def _build_warmup_cosine(optimizer, *args, **kwargs):
-    return _explain_crash(
+    return explain_crash(
         lambda: kata.warmup_cosine(optimizer, *args, **kwargs),
         f"warmup_cosine(optimizer, {', '.join(map(repr, args))}"
         f"{''.join(f', {k}={v!r}' for k, v in kwargs.items())})",
@@ -788,7 +787,7 @@ def _norm64(grads) -> float:
 
 
 def _clip(parameters, max_norm: float, what: str):
-    result = _explain_crash(
+    result = explain_crash(
         lambda: kata.clip_grad_norm(parameters, max_norm),
         what,
         "gradients that are None, a single tensor instead of a list, or a list of one",
@@ -961,7 +960,7 @@ def test_clip_grad_norm_reads_nothing_back_to_the_host() -> None:
         p.grad = torch.empty_like(p)
         params.append(p)
     kept = [p.grad for p in params]
-    total = _explain_crash(
+    total = explain_crash(
         lambda: kata.clip_grad_norm(params, 1.0),
         "clip_grad_norm with gradients on the meta device (tensors without values)",
         "a value read back to the host: `if norm > max_norm:`, min(1.0, max_norm / norm), .item() or "
@@ -1025,7 +1024,7 @@ def _big_batch_step(model, optimizer, micro_batches, max_norm) -> tuple[float, f
 
 
 def _accumulate(model, optimizer, micro_batches, max_norm, what: str):
-    result = _explain_crash(
+    result = explain_crash(
         lambda: kata.accumulated_step(model, optimizer, micro_batches, max_norm),
         what,
         "a step tied to the CPU (loss.numpy() needs .cpu() first; .item() works anywhere), or micro-batches "
@@ -1269,18 +1268,6 @@ def _trajectory(
     return [p.detach().clone() for p in params]
 
 
-def _explain_crash(run, what: str, likely_cause: str):
-    """run(); an exception other than NotImplementedError becomes an assertion that explains it."""
-    try:
-        return run()
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        raise AssertionError(
-            f"{what} raised {type(exc).__name__}: {exc}; likely cause: {likely_cause}"
-        ) from exc
-
-
 def _assert_same_trajectory(ours, reference, what: str, likely_cause: str) -> None:
     for name, a, b in zip(("w", "b"), ours, reference, strict=True):
         assert_close(a, b, rtol=1e-5, atol=1e-6, what=f"{what}, parameter {name}", likely_cause=likely_cause)
@@ -1332,7 +1319,7 @@ def test_momentum_sgd_skips_params_without_grad() -> None:
     settings = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.1}
     # b gets no gradient on step 0 (its first update comes on step 1), and none again on step 3.
     uses = ["w", "both", "both", "w", "both"]
-    ours = _explain_crash(
+    ours = explain_crash(
         lambda: _trajectory(lambda p: kata.MomentumSGD(p, **settings), 5, cpu, uses),
         "MomentumSGD.step() with a parameter whose .grad is None",
         "parameters with p.grad None must be skipped (`if p.grad is None: continue`)",
@@ -1396,7 +1383,7 @@ def test_momentum_sgd_closure_returns_loss() -> None:
             results.append(opt.step(closure))
         return [p.detach().clone() for p in params], returned, results
 
-    ours, returned, results = _explain_crash(
+    ours, returned, results = explain_crash(
         lambda: run(lambda p: kata.MomentumSGD(p, lr=0.05, momentum=0.9)),
         "MomentumSGD.step(closure) with a closure that calls loss.backward()",
         "the closure ran with gradient tracking off; call it inside `with torch.enable_grad():` (the "
@@ -1429,7 +1416,7 @@ def test_momentum_sgd_closure_has_grad_even_under_no_grad() -> None:
         return loss
 
     with torch.no_grad():  # e.g. a training loop that wraps its step in no_grad
-        _explain_crash(
+        explain_crash(
             lambda: opt.step(closure),
             "MomentumSGD.step(closure) called inside `with torch.no_grad():`",
             "the closure inherited the caller's no_grad mode, so its backward() has no graph; call it "
@@ -1488,33 +1475,17 @@ def test_momentum_sgd_leaves_grad_unchanged() -> None:
                 )
 
 
-class _GraphSpotter(TorchFunctionMode):
-    """Records every torch call whose result carries a grad_fn, i.e. that autograd recorded."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.recorded: list[str] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        out = func(*args, **(kwargs or {}))
-        for result in out if isinstance(out, tuple | list) else (out,):
-            if isinstance(result, torch.Tensor) and result.grad_fn is not None:
-                self.recorded.append(resolve_name(func) or getattr(func, "__qualname__", repr(func)))
-        return out
-
-
 def test_momentum_sgd_step_records_no_graph() -> None:
     params = _quadratic_params(torch.device("cpu"))
     opt = kata.MomentumSGD(params, lr=0.05, momentum=0.9, weight_decay=0.1)
     for step in range(2):  # the first step creates the buffers, the second updates them
         opt.zero_grad()
         _loss(params, step).backward()
-        spotter = _GraphSpotter()
-        with spotter:
+        with record_graph_calls() as recorded:
             opt.step()
-        assert not spotter.recorded, (
+        assert not recorded, (
             f"MomentumSGD.step() (step {step}, weight_decay=0.1) built an autograd graph: these calls were "
-            f"recorded {sorted(set(spotter.recorded))}; the updates must run under torch.no_grad() (a "
+            f"recorded {sorted(set(recorded))}; the updates must run under torch.no_grad() (a "
             f"decorator or a with block), not with grad on while writing through p.data: the graph links "
             f"every step to the last and keeps them all alive"
         )

@@ -49,24 +49,12 @@ import torch
 from torch import nn
 
 from kata_harness import load_kata
-from kata_harness.testing import assert_close, record_torch_calls
+from kata_harness.testing import assert_close, explain_crash, record_torch_calls
 
 kata = load_kata("k12_normalization")
 
 FORBIDDEN_NORMS = ("layer_norm", "rms_norm", "group_norm", "batch_norm", "instance_norm")
 SEEDS = (0, 1, 2)
-
-
-def _explain_crash(run, what: str, likely_cause: str):
-    """run(); an exception other than NotImplementedError becomes an assertion that explains it."""
-    try:
-        return run()
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        raise AssertionError(
-            f"{what} raised {type(exc).__name__}: {exc}; likely cause: {likely_cause}"
-        ) from exc
 
 
 def _randomise(*modules: nn.Module, seed: int = 7) -> None:
@@ -102,7 +90,7 @@ LN_SETTINGS = [
 
 @pytest.mark.parametrize("shape, kwargs", LN_SETTINGS)
 def test_layer_norm_attributes_and_parameters_match_torch(shape, kwargs) -> None:
-    mine = _explain_crash(
+    mine = explain_crash(
         lambda: kata.LayerNorm(shape, **kwargs), f"LayerNorm({shape!r}, **{kwargs})", "the constructor"
     )
     torch_ln = nn.LayerNorm(shape, **kwargs)
@@ -153,7 +141,7 @@ RMS_SETTINGS = [
 
 @pytest.mark.parametrize("shape, kwargs", RMS_SETTINGS)
 def test_rms_norm_attributes_and_parameters_match_torch(shape, kwargs) -> None:
-    mine = _explain_crash(
+    mine = explain_crash(
         lambda: kata.RMSNorm(shape, **kwargs), f"RMSNorm({shape!r}, **{kwargs})", "the constructor"
     )
     torch_rms = nn.RMSNorm(shape, **kwargs)
@@ -199,7 +187,7 @@ def _compare_forward(
     """Outputs and gradients (wrt x and every parameter) of two modules with the same parameters."""
     xa = x.clone().requires_grad_()
     xb = x.clone().requires_grad_()
-    out = _explain_crash(lambda: mine(xa), f"{label} forward on shape {tuple(x.shape)}", likely)
+    out = explain_crash(lambda: mine(xa), f"{label} forward on shape {tuple(x.shape)}", likely)
     expected = oracle(xb)
     assert_close(
         out,
@@ -307,7 +295,7 @@ def test_norms_keep_half_precision(which: str, dtype: torch.dtype) -> None:
         for (_, p), (_, q) in zip(mine.named_parameters(), oracle.named_parameters(), strict=True):
             q.copy_(p.double())
     x = _inputs((4, 16), dtype, scale=2.0, shift=0.5)  # mean square about 4: far above any eps
-    out = _explain_crash(
+    out = explain_crash(
         lambda: mine(x),
         f"{which}(16).to({dtype}) on a {dtype} input",
         "an operation mixing dtypes, e.g. a float32 tensor created inside forward",
@@ -468,7 +456,7 @@ def test_norms_leave_the_input_unchanged(which: str) -> None:
 def test_fan_in_and_fan_out_follow_torch(shape: tuple[int, ...], layer: str) -> None:
     t = torch.empty(shape, device="meta")  # only the shape may be read
     expected = nn.init._calculate_fan_in_and_fan_out(t)
-    got = _explain_crash(lambda: kata.fan_in_and_fan_out(t), f"fan_in_and_fan_out on {layer}", "indexing")
+    got = explain_crash(lambda: kata.fan_in_and_fan_out(t), f"fan_in_and_fan_out on {layer}", "indexing")
     assert isinstance(got, tuple) and len(got) == 2 and all(type(v) is int for v in got), (
         f"fan_in_and_fan_out should return a tuple of two Python ints, got {got!r}"
     )
@@ -570,7 +558,7 @@ def test_kaiming_normal_has_torchs_distribution(shape, kwargs, std, likely) -> N
     for seed in SEEDS:
         torch.manual_seed(seed)
         w = torch.empty(shape)
-        _explain_crash(
+        explain_crash(
             lambda w=w: kata.kaiming_normal_(w, **kwargs),
             f"kaiming_normal_(empty{shape}, **{kwargs})",
             "an unsupported argument",
@@ -632,7 +620,7 @@ def test_init_writes_in_place_into_a_parameter_without_a_graph(init, name) -> No
     w = layer.weight
     w.grad = torch.full_like(w, 0.5)
     ptr, grad = w.data_ptr(), w.grad
-    out = _explain_crash(
+    out = explain_crash(
         lambda: init(w),
         f"{name} on an nn.Linear's weight (an nn.Parameter, a leaf that requires grad)",
         "an in-place operation on a leaf that requires grad outside torch.no_grad(): write the values "
@@ -750,9 +738,7 @@ def test_inits_on_device(device: torch.device) -> None:
 
 
 def _block(dim: int = 6, hidden: int = 10) -> nn.Module:
-    return _explain_crash(
-        lambda: kata.PreNormBlock(dim, hidden), f"PreNormBlock({dim}, {hidden})", "__init__"
-    )
+    return explain_crash(lambda: kata.PreNormBlock(dim, hidden), f"PreNormBlock({dim}, {hidden})", "__init__")
 
 
 def test_pre_norm_block_layers() -> None:
@@ -855,7 +841,7 @@ def test_pre_norm_block_matches_its_formula() -> None:
 
 def test_deep_relu_mlp_structure() -> None:
     torch.manual_seed(0)
-    model = _explain_crash(lambda: kata.deep_relu_mlp(12, 20, 4), "deep_relu_mlp(12, 20, 4)", "construction")
+    model = explain_crash(lambda: kata.deep_relu_mlp(12, 20, 4), "deep_relu_mlp(12, 20, 4)", "construction")
     assert isinstance(model, nn.Sequential) and len(model) == 8, (
         f"deep_relu_mlp(12, 20, 4) should be an nn.Sequential of 8 modules (Linear, ReLU) x 4, got "
         f"{type(model).__name__} of {len(model) if hasattr(model, '__len__') else '?'}"

@@ -28,10 +28,9 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from torch.overrides import TorchFunctionMode, resolve_name
 
 from kata_harness import load_kata
-from kata_harness.testing import assert_close
+from kata_harness.testing import assert_close, record_graph_calls
 
 kata = load_kata("k13_kv_cache")
 
@@ -132,21 +131,6 @@ class _RowCounter:
     def close(self) -> None:
         for handle in self.handles:
             handle.remove()
-
-
-class _GraphSpotter(TorchFunctionMode):
-    """Records every torch call whose result carries a grad_fn, i.e. that autograd recorded."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.recorded: list[str] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        out = func(*args, **(kwargs or {}))
-        for result in out if isinstance(out, tuple | list) else (out,):
-            if isinstance(result, torch.Tensor) and result.grad_fn is not None:
-                self.recorded.append(resolve_name(func) or getattr(func, "__qualname__", repr(func)))
-        return out
 
 
 # --- filter_logits ------------------------------------------------------------------------------------
@@ -701,11 +685,10 @@ def test_cached_forward_records_no_graph() -> None:
     seq = _tokens(2, 5, seed=7)
     cache = kata.KVCache()
     for a, b in ((0, 3), (3, 4), (4, 5)):
-        spotter = _GraphSpotter()
-        with spotter:
+        with record_graph_calls() as recorded:
             logits = kata.cached_forward(model, seq[:, a:b], cache)
-        assert not spotter.recorded, (
-            f"cached_forward with grad enabled built an autograd graph ({sorted(set(spotter.recorded))}); "
+        assert not recorded, (
+            f"cached_forward with grad enabled built an autograd graph ({sorted(set(recorded))}); "
             f"decoding never backpropagates: run it under torch.no_grad() or torch.inference_mode() (a "
             f".detach() at the end still builds, and keeps, the graph)"
         )
@@ -838,11 +821,10 @@ def test_generate_records_no_graph_and_leaves_the_model_alone() -> None:
     model = _model(torch.float32)
     model.train()
     prompt = _tokens(2, 3, seed=12)
-    spotter = _GraphSpotter()
-    with spotter:
+    with record_graph_calls() as recorded:
         got = kata.generate(model, prompt, 4, torch.Generator().manual_seed(1))
-    assert not spotter.recorded, (
-        f"generate built an autograd graph ({sorted(set(spotter.recorded))}); decode under "
+    assert not recorded, (
+        f"generate built an autograd graph ({sorted(set(recorded))}); decode under "
         f"torch.no_grad() or torch.inference_mode()"
     )
     assert not got.requires_grad, "generate's result should not require grad"

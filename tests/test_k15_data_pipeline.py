@@ -41,22 +41,11 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torch.utils.data._utils import worker as worker_module
 
 from kata_harness import load_kata
+from kata_harness.testing import explain_crash
 
 kata = load_kata("k15_data_pipeline")
 
 WORKER_TIMEOUT = 5.0  # seconds a real worker may take for one batch before the DataLoader gives up
-
-
-def _explain_crash(run, what: str, likely_cause: str):
-    """run(); an exception other than NotImplementedError becomes an assertion that explains it."""
-    try:
-        return run()
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        raise AssertionError(
-            f"{what} raised {type(exc).__name__}: {exc}; likely cause: {likely_cause}"
-        ) from exc
 
 
 def _global_rngs() -> tuple:
@@ -193,7 +182,7 @@ def _assert_batch(batch: object, samples: list[tuple[list[int], int]], padding_v
 
 def test_dataset_len_and_items() -> None:
     sequences, labels = [[5, 6, 7], [], [0, 9]], [2, 0, 1]
-    ds = _explain_crash(
+    ds = explain_crash(
         lambda: kata.SequenceDataset(sequences, labels), "SequenceDataset(...)", "see the trace"
     )
     assert len(ds) == 3, f"len(dataset) should be the number of samples, 3; got {len(ds)}"
@@ -327,7 +316,7 @@ def _tensor_samples(samples: list[tuple[list[int], int]]) -> list[tuple[torch.Te
 
 def test_pad_collate_contract() -> None:
     samples = [([3, 0, 5], 1), ([7], 0), ([0, 0, 4, 2, 9], 2), ([], 1)]  # real tokens equal to the padding 0
-    batch = _explain_crash(
+    batch = explain_crash(
         lambda: kata.pad_collate(_tensor_samples(samples)),
         "pad_collate on 4 samples of lengths 3, 1, 5 and 0",
         "an empty sequence, or padding written by hand with a wrong width",
@@ -351,7 +340,7 @@ def test_pad_collate_matches_oracle(samples: list[tuple[list[int], int]], paddin
 
 def test_pad_collate_all_empty_and_empty_batch() -> None:
     samples = [([], 4), ([], 5)]
-    batch = _explain_crash(
+    batch = explain_crash(
         lambda: kata.pad_collate(_tensor_samples(samples)),
         "pad_collate on two empty sequences",
         "T = 0 is a valid width: the batch is (2, 0)",
@@ -459,7 +448,7 @@ random.Random(5).shuffle(IMBALANCED)
 def test_balanced_sampler_weights_and_settings() -> None:
     labels = list(IMBALANCED)
     generator = torch.Generator().manual_seed(0)
-    sampler = _explain_crash(
+    sampler = explain_crash(
         lambda: kata.balanced_sampler(labels, generator=generator),
         "balanced_sampler(labels, generator=g)",
         "see the trace",
@@ -571,7 +560,7 @@ def test_seed_worker_seeds_from_torch_initial_seed() -> None:
         old_rng = dataset.rng
         with _as_worker(worker_id, 2, dataset, seed=base + worker_id):
             torch_before = torch.get_rng_state()
-            _explain_crash(
+            explain_crash(
                 lambda w=worker_id: kata.seed_worker(w),
                 f"seed_worker({worker_id}) in a worker whose torch.initial_seed() is {base + worker_id}",
                 "np.random.seed(torch.initial_seed()) without % 2**32: numpy only accepts seeds below 2**32",
@@ -612,7 +601,7 @@ def test_seed_worker_seeds_from_torch_initial_seed() -> None:
     )
     plain = torch.utils.data.TensorDataset(torch.arange(3))
     with _as_worker(0, 1, plain, seed=7):
-        _explain_crash(
+        explain_crash(
             lambda: kata.seed_worker(0),
             "seed_worker in a worker whose dataset has no `rng` attribute",
             "reaching for dataset.rng without checking that it exists and is a numpy Generator",
@@ -653,7 +642,7 @@ def test_make_loader_batches_length_and_drop_last() -> None:
     sequences, labels = _records(10)
     ds = kata.SequenceDataset(sequences, labels)
     for drop_last, n_batches in ((False, 3), (True, 2)):
-        loader = _explain_crash(
+        loader = explain_crash(
             lambda d=drop_last: kata.make_loader(ds, 4, seed=0, drop_last=d),
             f"make_loader(dataset, 4, seed=0, drop_last={drop_last})",
             "an argument DataLoader rejects (shuffle=True together with a sampler, a timeout with "
@@ -667,7 +656,7 @@ def test_make_loader_batches_length_and_drop_last() -> None:
             f"10 samples in batches of 4 with drop_last={drop_last}: len(loader) should be {n_batches} "
             f"({'floor' if drop_last else 'ceil'}(10 / 4)), got {len(loader)}"
         )
-        batches = _explain_crash(
+        batches = explain_crash(
             lambda lo=loader: list(lo),
             f"iterating make_loader(..., drop_last={drop_last}) with num_workers=0",
             "timeout > 0 with num_workers=0 (torch asserts timeout == 0 in the main process), or a "
@@ -744,7 +733,7 @@ def test_make_loader_with_sampler_and_with_stream() -> None:
     sampler = WeightedRandomSampler(
         [1.0] * len(labels), 20, replacement=True, generator=torch.Generator().manual_seed(9)
     )
-    loader = _explain_crash(
+    loader = explain_crash(
         lambda: kata.make_loader(ds, 8, seed=0, sampler=sampler),
         "make_loader(dataset, 8, seed=0, sampler=WeightedRandomSampler(...))",
         "shuffle=True together with a sampler: the DataLoader refuses both (shuffle only without one)",
@@ -760,7 +749,7 @@ def test_make_loader_with_sampler_and_with_stream() -> None:
     )
     stream_sequences, stream_labels = _records(7)
     stream = kata.ShardedStream(stream_sequences, stream_labels)
-    loader = _explain_crash(
+    loader = explain_crash(
         lambda: kata.make_loader(stream, 3, seed=0),
         "make_loader(ShardedStream(...), 3, seed=0)",
         "shuffle=True for an IterableDataset, which the DataLoader refuses: shuffle only map-style datasets",

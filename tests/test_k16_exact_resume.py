@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from kata_harness import load_kata
-from kata_harness.testing import assert_close
+from kata_harness.testing import assert_close, explain_crash
 
 kata = load_kata("k16_exact_resume")
 
@@ -213,18 +213,6 @@ def _assert_equal_params(actual: _Run, expected: _Run, what: str, likely_cause: 
             )
 
 
-def _explain_crash(call: Callable[[], Any], what: str, likely_cause: str) -> Any:
-    """call(); an exception other than NotImplementedError becomes an assertion that explains it."""
-    try:
-        return call()
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        raise AssertionError(
-            f"{what} raised {type(exc).__name__}: {exc}; likely cause: {likely_cause}"
-        ) from exc
-
-
 # ---------------------------------------------------------------- global generators, the test's own way
 
 
@@ -368,7 +356,7 @@ def test_clean_state_dict_loads_a_wrapped_models_weights_strictly() -> None:
     wrapped = _DataParallelLike(_CompiledLike(inner))
     target = _Net(0.0)
     target.load_state_dict(
-        _explain_crash(
+        explain_crash(
             lambda: kata.clean_state_dict(wrapped.state_dict()),
             "clean_state_dict(a real module's state_dict())",
             "the state dict is an OrderedDict with a _metadata attribute; iterate its items",
@@ -407,7 +395,7 @@ def test_rng_state_survives_weights_only_round_trip() -> None:
         f"{numpy_values}; likely cause: np.random.get_state() kept as it is: convert its array to a tensor "
         f"(or a list) and its numbers to int / float"
     )
-    loaded = _explain_crash(
+    loaded = explain_crash(
         lambda: _round_trip(snapshot),
         "torch.load(..., weights_only=True) of torch.save(rng_state())",
         "a value weights_only refuses (a numpy array or scalar, a custom object): keep tensors, ints, "
@@ -415,7 +403,7 @@ def test_rng_state_survives_weights_only_round_trip() -> None:
     )
     expected = _draws()
     _disturb_globals()
-    _explain_crash(
+    explain_crash(
         lambda: kata.set_rng_state(loaded),
         "set_rng_state(a snapshot after torch.save / torch.load(weights_only=True))",
         "the snapshot changed form on the round trip: rebuild numpy's state tuple (its key as a uint32 "
@@ -539,7 +527,7 @@ def test_train_steps_skips_overflowing_steps_with_the_scaler() -> None:
     # A scale of 2**120, doubling after every clean step: steps 3, 4 and 6 overflow and are skipped.
     run, reference = _make_run(), _make_run()
     torch.manual_seed(7)
-    _explain_crash(
+    explain_crash(
         lambda: kata.train_steps(run, 8),
         "train_steps(run, 8) with a GradScaler whose scaled gradients overflow on some steps",
         "inf/nan gradients reached code that cannot take them; let scaler.step(optimizer) decide",
@@ -770,7 +758,7 @@ def _interrupt(
 
     _disturb_globals()
     resumed = _make_run(init_seed=1, **settings)
-    _explain_crash(
+    explain_crash(
         lambda: kata.load_checkpoint(path, resumed, map_location=map_location),
         "load_checkpoint into a freshly built run",
         "a state that was not saved, or loaded into the wrong object",
@@ -779,7 +767,7 @@ def _interrupt(
     loaded_draws = _draws()
     _restore_global_states(states)
     at_load = _run_state(resumed)
-    resumed_losses = _explain_crash(
+    resumed_losses = explain_crash(
         lambda: kata.train_steps(resumed, m),
         "train_steps on the loaded run",
         "run.order (the epoch's permutation) or run.step not restored",
@@ -793,7 +781,7 @@ def test_checkpoint_loads_with_weights_only(tmp_path: Path) -> None:
     run = _make_run()
     kata.train_steps(run, 2)
     kata.save_checkpoint(tmp_path / "run.pt", run)
-    loaded = _explain_crash(
+    loaded = explain_crash(
         lambda: torch.load(tmp_path / "run.pt", weights_only=True),
         "torch.load(checkpoint, weights_only=True)",
         "the checkpoint holds a value the weights-only unpickler refuses: numpy's RNG state as it is (an "
@@ -939,7 +927,7 @@ def test_resume_from_a_checkpoint_saved_in_on_step(tmp_path: Path) -> None:
 
 
 def test_load_checkpoint_from_wrapped_model(tmp_path: Path) -> None:
-    r = _explain_crash(
+    r = explain_crash(
         lambda: _interrupt(tmp_path, wrap_saved=lambda net: _DataParallelLike(_CompiledLike(net))),
         "loading a checkpoint saved from a DDP(compile(model))-like wrapper into the bare model",
         "the keys start with 'module._orig_mod.': pass the model's state dict through clean_state_dict "
@@ -1035,7 +1023,7 @@ def test_gpu_checkpoint_loads_on_cpu(tmp_path: Path) -> None:
     kata.train_steps(saved, 2)
     kata.save_checkpoint(tmp_path / "gpu.pt", saved)
     fresh = _make_run(init_seed=1)
-    _explain_crash(
+    explain_crash(
         lambda: kata.load_checkpoint(tmp_path / "gpu.pt", fresh, map_location="cpu"),
         "load_checkpoint of a GPU run's file into a CPU run with map_location='cpu'",
         "map_location not passed to torch.load",
