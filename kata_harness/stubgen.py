@@ -27,7 +27,7 @@ from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 
-from kata_harness.catalog import GIVEN_MARKER, UnknownKata, find_kata, read_kata
+from kata_harness.catalog import FOLLOW_UPS_HEADING, GIVEN_MARKER, UnknownKata, find_kata, read_kata
 from kata_harness.mutants import shipped_source
 from kata_harness.source import REPO_ROOT
 from kata_harness.workflow import BACKUPS
@@ -100,7 +100,23 @@ def learner_start(solution: Path) -> str:
     """What a learner starts from for this solution file: its stub, or for a bug hunt the broken program."""
     text = solution.read_text(encoding="utf-8")
     kata = read_kata(solution)
-    return shipped_source(kata, text) if kata.bug_hunt else make_stub(text)
+    if not kata.bug_hunt:
+        return make_stub(text)
+    return _follow_ups_held_back(shipped_source(kata, text), kata.number)
+
+
+def _follow_ups_held_back(text: str, number: int) -> str:
+    """A bug hunt's follow-up questions name the kinds of bug it plants: its shipped file says where to
+    find them once every bug is fixed (`nox -s explain` asks them, with the answers), not what they are."""
+    start = text.find(f"\n{FOLLOW_UPS_HEADING}\n")
+    if start < 0:
+        return text
+    end = text.find("\n\n", text.find("\n- ", start))
+    held_back = (
+        f"\n{FOLLOW_UPS_HEADING}: held back, as an interviewer would. Once every bug is fixed,\n"
+        f"`nox -s explain -- {number}` asks them, with model answers."
+    )
+    return text[:start] + held_back + text[end:]
 
 
 def solution_files(names: list[str] | None = None) -> list[Path]:

@@ -45,17 +45,8 @@ you spot a typo:
 - Compare a suspect piece with a reference on an input whose answer you know: a few hand-made logits
   through the loss, a hand-written attention against `F.scaled_dot_product_attention(..., is_causal=True)`.
 
-Follow-up questions
-===================
-- Why should the loss at initialisation be about ln(V), and what does it tell you when it is far from it?
-- Why is overfitting a single batch the first thing to try when a model does not learn, and what does it
-  rule out?
-- How would you test that a model is causal without reading its code?
-- How do you find a memory leak in a training loop, and why does appending the loss tensor to a list
-  leak memory?
-- Why does applying softmax before `F.cross_entropy` still train a little, and what does it do to the
-  gradients?
-- Your loss goes down but the generated text is garbage: what do you check next?
+Follow-up questions: held back, as an interviewer would. Once every bug is fixed,
+`nox -s explain -- 19` asks them, with model answers.
 
 Grade this kata: `nox -s check -- 19`. Stuck? `nox -s hint -- 19`.
 """

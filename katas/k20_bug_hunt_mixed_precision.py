@@ -35,18 +35,8 @@ This round is about how you debug, not only what you spot by reading. Say what y
 - Mixed precision: what runs in bfloat16 or float16 (matmuls, linear layers) and what autocast keeps in
   float32 (reductions, softmax and losses), and why the update itself is always float32.
 
-Follow-up questions
-===================
-- Why is bfloat16 usually trained without a GradScaler, while float16 needs one?
-- What does `scaler.step(optimizer)` do when the scaled gradients contain inf or nan, and why must gradients
-  be unscaled before they are clipped?
-- What is the difference between `model.eval()` and `torch.no_grad()`, and when would you use
-  `torch.inference_mode()` instead?
-- Why does `total_loss += loss` make memory grow, and why is calling `.item()` on every step a cost on a GPU?
-- Should a learning-rate schedule count epochs or optimizer steps, and what changes with gradient
-  accumulation?
-- You fine-tune a network whose BatchNorm layers are frozen in eval mode. Why can `model.train()` at the
-  start of every epoch be a bug, and how do you keep them frozen?
+Follow-up questions: held back, as an interviewer would. Once every bug is fixed,
+`nox -s explain -- 20` asks them, with model answers.
 
 Grade this kata: `nox -s check -- 20`. Stuck? `nox -s hint -- 20`.
 """

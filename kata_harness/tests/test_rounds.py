@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from kata_harness import drill, mock
+from kata_harness import drill, mock, stubgen
 from kata_harness.catalog import KataInfo
 from kata_harness.source import REPO_ROOT
 from kata_harness.stubgen import make_stub
@@ -363,3 +363,11 @@ def test_shipped_file_example_reads_well() -> None:
     namespace: dict = {}
     exec(compile(textwrap.dedent(PROGRAM), "program", "exec"), namespace)
     assert namespace["sub"](2, 3) == -1 and namespace["square"](3) == 9
+
+
+def test_a_bug_hunts_shipped_file_holds_back_its_follow_up_questions() -> None:
+    follow_ups = "Follow-up questions\n===================\n- Why a?\n- Why\n  b?\n"
+    text = f'"""Bug hunt: x\n\n{follow_ups}\nGrade it.\n"""\n'
+    shipped = stubgen._follow_ups_held_back(text, 19)
+    assert "Why a?" not in shipped and "Why\n  b?" not in shipped, shipped
+    assert "`nox -s explain -- 19` asks them" in shipped and shipped.endswith('\n\nGrade it.\n"""\n')
