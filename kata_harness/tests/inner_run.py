@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,15 @@ from pathlib import Path
 import pytest
 
 from kata_harness.source import REPO_ROOT
+
+
+def ctrl_c_reaches_python() -> None:
+    """A Popen preexec_fn: SIGINT at its default and unblocked, as in a terminal, so the child Python turns
+    Ctrl-C into KeyboardInterrupt. A CI runner may start us with it ignored (a background job of a
+    non-interactive shell ignores SIGINT), and children inherit that."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 
 PLUGINS = (
     "-p", "kata_harness.grading", "-p", "kata_harness.scoreboard", "-p", "pytest_cuda_marker",

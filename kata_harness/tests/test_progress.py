@@ -14,7 +14,7 @@ import pytest
 
 from kata_harness.progress import ProgressUnreadable, read_progress, update_progress
 from kata_harness.source import REPO_ROOT
-from kata_harness.tests.inner_run import PLUGINS, assert_lines, grade, write_katas
+from kata_harness.tests.inner_run import PLUGINS, assert_lines, ctrl_c_reaches_python, grade, write_katas
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -93,7 +93,14 @@ def test_ctrl_c_during_a_test_fakes_no_done(folder: Path) -> None:
         "PYTHONPATH": str(Path.cwd()),
         "PYTHONUNBUFFERED": "1",
     }
-    process = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command,
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=ctrl_c_reaches_python if os.name == "posix" else None,
+    )
     assert process.stdout is not None
     seen = []
     for line in process.stdout:  # wait until test_ok passed and test_f is looping

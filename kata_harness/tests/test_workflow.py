@@ -25,6 +25,7 @@ from kata_harness import compare, hints, watch, workflow
 from kata_harness.catalog import KataInfo, all_katas, find_kata
 from kata_harness.source import REPO_ROOT
 from kata_harness.stubgen import STUB_BODY, make_stub
+from kata_harness.tests.inner_run import ctrl_c_reaches_python
 
 pytestmark = pytest.mark.timeout(240)  # grading runs start a fresh interpreter that imports torch
 
@@ -477,6 +478,7 @@ def start_watch() -> Iterator[Callable[..., subprocess.Popen[str]]]:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=ctrl_c_reaches_python if os.name == "posix" else None,
         )
         started.append(process)
         assert process.stdout is not None
