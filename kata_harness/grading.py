@@ -16,9 +16,10 @@ import torch
 from hypothesis import Phase, settings
 from torch.utils._device import DeviceContext
 
+from kata_harness.catalog import UnknownKata, find_kata
+
 # Verdicts a failed test can carry besides an ordinary failure, NOT_STARTED and BROKEN:
 # `pytest_report_teststatus` files them under their own heading so a fresh stub reads as "not started".
-from kata_harness.catalog import UnknownKata, find_kata
 from kata_harness.progress import BROKEN, NOT_STARTED
 from kata_harness.source import (
     USED_NAMES,
