@@ -1,4 +1,4 @@
-"""What the learner's commands (hint, compare, reset, watch) share: paths, colour, errors, grading."""
+"""What the commands hint, compare, reset, watch, drill and mock share: paths, colour, errors, grading."""
 
 from __future__ import annotations
 
