@@ -31,6 +31,28 @@ def assert_close(
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, check_dtype=check_dtype, msg=message)
 
 
+def assert_same_parameters(
+    actual: torch.nn.Module,
+    expected: torch.nn.Module,
+    what: str,
+    likely_cause: str,
+    *,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+) -> None:
+    """assert_close on each pair of parameters, in order; the message names the parameter after `what`."""
+    pairs = zip(actual.named_parameters(), expected.parameters(), strict=True)
+    for (name, a), b in pairs:
+        assert_close(
+            a.detach(),
+            b.detach(),
+            rtol=rtol,
+            atol=atol,
+            what=f"{what}, parameter {name!r}",
+            likely_cause=likely_cause,
+        )
+
+
 def _dtype_or_shape_mismatch(actual: Any, expected: Any) -> str:
     """ "dtype is torch.float16, expected torch.float32" where two tensors differ in dtype or shape."""
     if not (isinstance(actual, torch.Tensor) and isinstance(expected, torch.Tensor)):

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from kata_harness import load_kata
-from kata_harness.testing import assert_close, explain_crash, record_graph_calls
+from kata_harness.testing import assert_close, assert_same_parameters, explain_crash, record_graph_calls
 
 kata = load_kata("k07_optimizers")
 
@@ -49,18 +49,6 @@ def _gd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float) -> f
         for p, g in zip(params, grads, strict=True):
             p -= lr * g
     return loss.item()
-
-
-def _assert_same_params(actual: nn.Module, expected: nn.Module, what: str, likely_cause: str) -> None:
-    for (name, a), b in zip(actual.named_parameters(), expected.parameters(), strict=True):
-        assert_close(
-            a.detach(),
-            b.detach(),
-            rtol=1e-5,
-            atol=1e-6,
-            what=f"{what}, parameter {name!r}",
-            likely_cause=likely_cause,
-        )
 
 
 def _tiny_model() -> nn.Module:
@@ -86,7 +74,7 @@ def test_train_step_updates_with_mse_gradient(device: torch.device) -> None:
         "any device), or a tensor created without device=",
     )
     expected = _gd_step(reference, x, y, lr=0.1)
-    _assert_same_params(
+    assert_same_parameters(
         model,
         reference,
         f"parameters after one train_step with SGD(lr=0.1) on {device.type}",
@@ -125,7 +113,7 @@ def test_train_step_ignores_gradients_left_before_the_call(name: str, make) -> N
     for x, y in [_batch(4), _batch(5)]:
         kata.train_step(model, opt, x, y)
         _textbook_step(reference, reference_opt, x, y)
-    _assert_same_params(
+    assert_same_parameters(
         model,
         reference,
         f"parameters after two train_step calls with {name}, starting with stale gradients on the parameters",
@@ -160,7 +148,7 @@ def test_train_step_ignores_stale_gradients() -> None:
     for x, y in batches:
         kata.train_step(model, opt, x, y)
         _gd_step(reference, x, y, lr=0.1)
-    _assert_same_params(
+    assert_same_parameters(
         model,
         reference,
         "parameters after three train_step calls with SGD(lr=0.1)",
@@ -213,7 +201,7 @@ def test_train_runs_batches_in_order_with_epoch_schedule() -> None:
     for epoch in range(3):
         for x, y in batches:
             _gd_step(reference, x, y, lr=0.2 * 0.5**epoch)
-    _assert_same_params(
+    assert_same_parameters(
         model,
         reference,
         "parameters after train(..., epochs=3) with SGD(lr=0.2) and StepLR(gamma=0.5)",
@@ -1207,7 +1195,7 @@ def test_accumulated_step_on_device(device: torch.device) -> None:
         f"accumulated_step on {device.type} returned ({loss}, {norm}), expected ({expected_loss}, "
         f"{expected_norm})"
     )
-    _assert_same_params(
+    assert_same_parameters(
         model, reference, f"parameters after accumulated_step on {device.type}", ACCUMULATION_CAUSES
     )
 

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from kata_harness import load_kata
-from kata_harness.testing import assert_close, explain_crash
+from kata_harness.testing import assert_same_parameters, explain_crash
 
 kata = load_kata("k16_exact_resume")
 
@@ -189,18 +189,6 @@ def _reference_steps(run: _Run, n_steps: int) -> list[float]:
         run.step += 1
         losses.append(sum(micro_losses) / k)
     return losses
-
-
-def _assert_close_params(actual: _Run, expected: _Run, what: str, likely_cause: str) -> None:
-    for (name, a), b in zip(actual.model.named_parameters(), expected.model.parameters(), strict=True):
-        assert_close(
-            a.detach(),
-            b.detach(),
-            rtol=1e-5,
-            atol=1e-6,
-            what=f"{what}, parameter {name!r}",
-            likely_cause=likely_cause,
-        )
 
 
 def _assert_equal_params(actual: _Run, expected: _Run, what: str, likely_cause: str) -> None:
@@ -470,9 +458,9 @@ def test_train_steps_matches_reference_loop() -> None:
     losses = kata.train_steps(run, 4)
     torch.manual_seed(5)
     expected = _reference_steps(reference, 4)
-    _assert_close_params(
-        run,
-        reference,
+    assert_same_parameters(
+        run.model,
+        reference.model,
         "parameters after train_steps(run, 4) with SGD(momentum=0.9), 3 micro-batches of 4 rows per step",
         "each micro-batch's loss is its mean squared error divided by accum_steps (so the step's gradient is "
         "the big batch's), the data follows the contract's permutations, and dropout draws from torch's "
@@ -494,9 +482,9 @@ def test_train_steps_accumulation_equals_one_big_batch() -> None:
     big = _make_run(optimizer="sgd", dropout=0.0, n_rows=24, micro=12, accum=1, max_norm=None, **CALM)
     small_losses = kata.train_steps(small, 4)
     big_losses = kata.train_steps(big, 4)
-    _assert_close_params(
-        small,
-        big,
+    assert_same_parameters(
+        small.model,
+        big.model,
         "parameters after 4 steps of 3 accumulated micro-batches of 4 rows vs 4 steps of one 12-row batch",
         "gradient accumulation must give the big batch's gradient: divide each micro-batch's mean loss by "
         "accum_steps (not by the rows, not at all), and step once per accum_steps micro-batches",
@@ -513,9 +501,9 @@ def test_train_steps_clips_the_unscaled_gradient() -> None:
     kata.train_steps(run, 3)
     torch.manual_seed(6)
     _reference_steps(reference, 3)
-    _assert_close_params(
-        run,
-        reference,
+    assert_same_parameters(
+        run.model,
+        reference.model,
         "parameters after 3 steps with max_norm=0.05 and a GradScaler at 2**16",
         "clip the TRUE gradient: scaler.unscale_(optimizer) first, then clip_grad_norm_(..., max_norm) "
         "over all the parameters at once, once per step (after the last micro-batch's backward); clipping "
@@ -545,9 +533,9 @@ def test_train_steps_skips_overflowing_steps_with_the_scaler() -> None:
         f"the scaler's scale should be {reference.scaler.get_scale()} after these 8 steps, got "
         f"{run.scaler.get_scale()}; likely cause: scaler.update() not called once per step"
     )
-    _assert_close_params(
-        run,
-        reference,
+    assert_same_parameters(
+        run.model,
+        reference.model,
         "parameters after 8 steps with a GradScaler that overflows on some steps",
         "scale the loss with run.scaler, unscale_ before clipping, scaler.step(optimizer), scaler.update(), "
         "then scheduler.step() every step, skipped or not",
@@ -565,9 +553,9 @@ def test_train_steps_ignores_gradients_left_before_the_call() -> None:
     kata.train_steps(run, 2)
     torch.manual_seed(8)
     _reference_steps(reference, 2)
-    _assert_close_params(
-        run,
-        reference,
+    assert_same_parameters(
+        run.model,
+        reference.model,
         "parameters after train_steps(run, 2), starting with stale gradients on the parameters",
         "gradients already on the parameters reached the first update: clear them (optimizer.zero_grad()) "
         "at the START of each step, before the first backward",

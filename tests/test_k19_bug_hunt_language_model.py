@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kata_harness import load_kata
-from kata_harness.testing import assert_close
+from kata_harness.testing import assert_close, assert_same_parameters
 
 kata = load_kata("k19_bug_hunt_language_model")
 
@@ -196,18 +196,16 @@ def test_each_update_uses_only_its_own_batch() -> None:
     batches = [_distinct_rows(4, seed=4), _distinct_rows(4, seed=5)]
     kata.train(model, batches, steps=3, lr=1e-2, pad_id=PAD)
     _textbook_steps(reference, batches, steps=3, lr=1e-2, max_norm=1.0)
-    for (name, got), expected in zip(model.named_parameters(), reference.parameters(), strict=True):
-        assert_close(
-            got.detach(),
-            expected.detach(),
-            rtol=1e-4,
-            atol=1e-5,
-            what=f"parameter {name!r} after 3 steps of train() on 2 alternating batches, compared with "
-            "the textbook loop (zero_grad, forward, lm_loss, backward, clip_grad_norm_, Adam step)",
-            likely_cause="the updates do not follow each step's own gradient. backward() ADDS into .grad: "
-            "unless the gradients are zeroed at every step, step k updates with the sum of the gradients "
-            "of steps 1..k.",
-        )
+    assert_same_parameters(
+        model,
+        reference,
+        "after 3 steps of train() on 2 alternating batches, compared with the textbook loop (zero_grad, "
+        "forward, lm_loss, backward, clip_grad_norm_, Adam step)",
+        "the updates do not follow each step's own gradient. backward() ADDS into .grad: unless the "
+        "gradients are zeroed at every step, step k updates with the sum of the gradients of steps 1..k.",
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_memory_stays_flat_over_steps() -> None:

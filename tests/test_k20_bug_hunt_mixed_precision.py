@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kata_harness import load_kata
-from kata_harness.testing import assert_close
+from kata_harness.testing import assert_close, assert_same_parameters
 
 kata = load_kata("k20_bug_hunt_mixed_precision")
 
@@ -316,13 +316,12 @@ def test_clipping_applies_to_the_true_gradients() -> None:
         _disabled_scaler(),
         max_norm=max_norm,
     )
-    for (name, a), b in zip(scaled_model.named_parameters(), plain_model.parameters(), strict=True):
-        assert_close(
-            a.detach(),
-            b.detach(),
-            rtol=1e-6,
-            atol=1e-9,
-            what=f"parameter {name!r} after an epoch with a scaler at scale {scale:g}, against one without",
-            likely_cause="the loss scale leaked into the update: the scaled gradients were clipped or "
-            "stepped on, or gradients from an earlier step were left to mix with this step's.",
-        )
+    assert_same_parameters(
+        scaled_model,
+        plain_model,
+        f"after an epoch with a scaler at scale {scale:g}, against one without",
+        "the loss scale leaked into the update: the scaled gradients were clipped or stepped on, or "
+        "gradients from an earlier step were left to mix with this step's.",
+        rtol=1e-6,
+        atol=1e-9,
+    )
