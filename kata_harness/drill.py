@@ -22,7 +22,8 @@ from typing import Any
 
 from kata_harness.catalog import all_katas
 from kata_harness.progress import DONE, NOT_STARTED, read_progress_or_empty, read_section, update_section
-from kata_harness.scratch import SCRATCH, grade_scratch, parse_unit, passed, relative, units, write_scratch
+from kata_harness.scratch import SCRATCH, grade_scratch, parse_unit, passed, units, write_scratch
+from kata_harness.source import display_path
 from kata_harness.workflow import GradingUnavailable, OneLineParser, fail, failures, paint, tally
 
 FOLDER = SCRATCH / "drill"
@@ -96,7 +97,7 @@ def start(table: dict[str, dict[str, Any]], current: dict[str, Any] | None) -> i
     if current:
         kata, _ = parse_unit(current["unit"])
         print(f"you are drilling {describe(current['unit'])}")
-        print(f"  edit {relative(FOLDER / kata.solution.name)}, then: nox -s drill -- --grade")
+        print(f"  edit {display_path(FOLDER / kata.solution.name)}, then: nox -s drill -- --grade")
         return 0
     ready = due(table)
     if not ready:
@@ -112,7 +113,7 @@ def start(table: dict[str, dict[str, Any]], current: dict[str, Any] | None) -> i
     update_section("drill", lambda section: section.update(current={"unit": unit, "gradings": 0}))
     print(paint(f"drill: {describe(unit)}", "bold") + f"  (box {table[unit]['box']}, {len(ready)} due)")
     print(f"  {kata.question}")
-    print(f"  write it again from its docstring in {relative(path)}")
+    print(f"  write it again from its docstring in {display_path(path)}")
     print("  then grade it: nox -s drill -- --grade   (no peeking at katas/ or solutions/)")
     return 0
 
@@ -124,7 +125,7 @@ def grade_current(table: dict[str, dict[str, Any]], current: dict[str, Any] | No
     kata, _ = parse_unit(unit)
     path = FOLDER / kata.solution.name
     if not path.exists():
-        return fail(f"{relative(path)} is gone: `nox -s drill -- --skip`, then `nox -s drill` again", 1)
+        return fail(f"{display_path(path)} is gone: `nox -s drill -- --skip`, then `nox -s drill` again", 1)
     try:
         records = grade_scratch(FOLDER, kata, tests=None)  # its other tasks are the reference's
     except GradingUnavailable as error:
@@ -137,7 +138,7 @@ def grade_current(table: dict[str, dict[str, Any]], current: dict[str, Any] | No
         print(paint(f"not yet: {tally(records)}", "yellow"))
         if first:
             print(f"  {first['name']}: {first['message']}")
-            print(f"  edit {first.get('location') or relative(FOLDER / kata.solution.name)}")
+            print(f"  edit {first.get('location') or display_path(FOLDER / kata.solution.name)}")
         update_section("drill", lambda section: section["current"].update(gradings=gradings))
         return 1
     entry = moved(table.get(unit, {"box": 0}), first_try=gradings <= 1)

@@ -25,7 +25,8 @@ from typing import Any
 from kata_harness.catalog import TRACKS, KataInfo, all_katas, find_kata
 from kata_harness.explain import AnswersMissing, explain
 from kata_harness.progress import NOT_STARTED, read_progress_or_empty, read_section, update_section
-from kata_harness.scratch import SCRATCH, grade_scratch, passed, relative, tests_for, write_scratch
+from kata_harness.scratch import SCRATCH, grade_scratch, passed, tests_for, write_scratch
+from kata_harness.source import display_path
 from kata_harness.workflow import GradingUnavailable, OneLineParser, fail, failures, paint, tally
 
 DEFAULT_MINUTES = 45
@@ -85,7 +86,12 @@ def start(minutes: int) -> int:
         whole = kata.bug_hunt or len(tasks) == len(kata.tasks)
         write_scratch(folder, kata, None if whole else tasks, keep_rest=False)
         plan.append({"kata": kata.name, "tasks": tasks, "tests": None if whole else tests_for(kata, tasks)})
-    current = {"started": started.isoformat(), "minutes": minutes, "folder": relative(folder), "plan": plan}
+    current = {
+        "started": started.isoformat(),
+        "minutes": minutes,
+        "folder": display_path(folder),
+        "plan": plan,
+    }
     update_section("mock", lambda section: section.update(current=current))
     until = started + timedelta(minutes=minutes)
     print(paint(f"mock interview: {minutes} minutes, until {until:%H:%M}", "bold"))

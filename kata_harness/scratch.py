@@ -108,7 +108,3 @@ def passed(records: list[dict[str, Any]]) -> bool:
     """Whether every graded test passed (skips, e.g. CUDA tests on a CPU, do not count against)."""
     graded = [record for record in records if record["outcome"] != "skipped"]
     return bool(graded) and all(record["outcome"] == "passed" for record in graded)
-
-
-def relative(path: Path) -> str:
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
